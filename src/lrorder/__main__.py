@@ -1,0 +1,3 @@
+from lrorder.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The `lrorder` command: one thin function per verb over the recipe registry and run records.
+
+Examples:
+  lrorder list
+  lrorder show convex-claim1 --profile full
+  lrorder run convex-claim1 --seeds 3 --set eps=0.01 --out runs/claim1
+  lrorder report runs/claim1 runs/claim1-eps
+  lrorder reproduce
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import shlex
+import sys
+from pathlib import Path
+
+from lrorder.core import config as cfg
+from lrorder.core import report, rundir
+from lrorder.core.errors import UserError
+from lrorder.core.recipe import all_recipes, get_recipe, profile_values
+from lrorder.core.runner import default_out, print_summary, run_recipe
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line, like every other user error."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    rows = [("recipe", "quick", "full", "seeds", "description")]
+    rows += [(r.name, r.cost.get("quick", "?"), r.cost.get("full", "?"), str(r.default_seeds),
+              r.description) for r in all_recipes().values()]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4])
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    recipe = get_recipe(args.recipe)
+    config = cfg.resolve(recipe.Config, profile_values(recipe, args.profile),
+                         cfg.split_assignments(args.set))
+    print(f"{recipe.name} ({args.profile} profile, {recipe.default_seeds} seed(s) by default): "
+          f"{recipe.description}\n{recipe.reference}\n")
+    for info in cfg.describe(recipe.Config):
+        value = cfg.as_dict(config)[info.name]
+        paper = f" [paper: {info.paper}]" if info.paper is not None else ""
+        print(f"  {info.name} = {report.fmt(value)}{paper}\n      {info.doc}")
+    claims = recipe.paper(config)
+    if claims:
+        print("\npaper's numbers:")
+        for name, claim in claims.items():
+            print(f"  {name} {claim.relation} {report.fmt(claim.value)} ({claim.source})")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    recipe = get_recipe(args.recipe)
+    out = Path(args.out) if args.out else default_out(recipe, args.profile)
+    summary = run_recipe(recipe, out, profile=args.profile, sets=args.set, seed=args.seed,
+                         seeds=args.seeds, device=args.device, resume=args.resume,
+                         command=args.command)
+    print_summary(summary, out)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    for path in args.dirs:
+        report.render(Path(path))
+        print(f"rendered {Path(path) / rundir.REPORT}")
+    if len(args.dirs) > 1:
+        table = report.compare([Path(p) for p in args.dirs])
+        if args.out:
+            rundir.write_text(Path(args.out), table)
+        print(table)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.profile}-{stamp}"
+    if rundir.is_busy(out) and not args.resume:
+        raise UserError(f"{out} exists and is not empty: pass --resume to continue it, "
+                        "or choose another --out")
+    entries = []
+    for name, recipe in all_recipes().items():
+        config = cfg.resolve(recipe.Config, profile_values(recipe, args.profile))
+        missing = recipe.missing_data(config)
+        if missing:
+            print(f"skipping {name}: {missing}", file=sys.stderr)
+            entries.append((name, None, missing))
+            continue
+        print(f"== {name} ({args.profile})", flush=True)
+        summary = run_recipe(recipe, out / name, profile=args.profile, device=args.device,
+                             resume=args.resume and (out / name).exists(),
+                             command=f"lrorder run {name} --profile {args.profile} --out {out / name}")
+        print_summary(summary, out / name)
+        entries.append((name, out / name, ""))
+    report.index(out, entries, args.profile)
+    print(f"\nindex: {out / 'index.md'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lrorder", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    verbs.add_parser("list", help="every recipe with its cost").set_defaults(func=cmd_list)
+
+    show = verbs.add_parser("show", help="a recipe's resolved config, documented")
+    show.add_argument("recipe")
+    show.add_argument("--profile", default="quick")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    show.set_defaults(func=cmd_show)
+
+    run = verbs.add_parser("run", help="run a recipe into a run directory")
+    run.add_argument("recipe")
+    run.add_argument("--profile", default="quick", help="quick (laptop CPU) or full (paper size)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key (repeatable); see `lrorder show RECIPE`")
+    seeds = run.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="run this one seed")
+    seeds.add_argument("--seeds", type=int, help="run seeds 0..N-1")
+    run.add_argument("--out", help="run directory (default runs/RECIPE-PROFILE-TIME)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    run.set_defaults(func=cmd_run)
+
+    rep = verbs.add_parser("report", help="re-render reports from stored records; compare runs")
+    rep.add_argument("dirs", nargs="+", metavar="DIR")
+    rep.add_argument("--out", help="also write the comparison table to this file")
+    rep.set_defaults(func=cmd_report)
+
+    rep = verbs.add_parser("reproduce", help="run every recipe whose data is here; one index")
+    rep.add_argument("--profile", default="quick")
+    rep.add_argument("--out", help="directory of all runs (default runs/reproduce-PROFILE-TIME)")
+    rep.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    rep.add_argument("--resume", action="store_true", help="continue a killed reproduce in --out")
+    rep.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+        args.command = "lrorder " + shlex.join(argv)
+        args.func(args)
+    except UserError as exc:
+        print(f"lrorder: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lrorder: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    return 0

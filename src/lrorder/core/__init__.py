@@ -1,0 +1,1 @@
+"""Shared machinery: configs, the recipe registry, run directories, reports and figures."""

@@ -1,0 +1,124 @@
+"""Recipes: one paper experiment each, and the registry that finds them.
+
+A recipe is a subclass of `Recipe` decorated with `@register`, living in a module named
+`lrorder.<setting>.recipes` (convex, theory, vision, ...). The registry imports those modules
+on first use, so adding an experiment means adding a recipe there and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import math
+import pkgutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import lrorder
+from lrorder.core.config import unknown_key_message
+from lrorder.core.errors import UserError
+
+if TYPE_CHECKING:
+    from lrorder.core.rundir import Records
+    from lrorder.core.runner import RunContext
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperValue:
+    """What a paper states for one metric, and how a measurement is judged against it.
+
+    `relation` is "≈" (within `tolerance`), ">=" or "<=" (the paper gives a bound).
+    """
+
+    value: float
+    source: str
+    relation: Literal["≈", ">=", "<="] = "≈"
+    tolerance: float = 0.0
+
+    def agrees(self, measured: float) -> bool:
+        if measured is None or not math.isfinite(measured):
+            return False
+        if self.relation == ">=":
+            return measured >= self.value - self.tolerance
+        if self.relation == "<=":
+            return measured <= self.value + self.tolerance
+        return abs(measured - self.value) <= self.tolerance
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Recipe:
+    """One paper experiment: its config, profiles, the paper's numbers, the run and its figures.
+
+    Subclasses set the class attributes and implement `run` (and usually `draw`). `run` gets a
+    `RunContext` and returns `{metric: [value per seed]}`; `draw` renders figures from the
+    stored records alone, so `lrorder report` can redraw them without recomputing.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    reference: ClassVar[str]
+    Config: ClassVar[type]
+    profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {"quick": {}, "full": {}}
+    cost: ClassVar[Mapping[str, str]] = {}
+    default_seeds: ClassVar[int] = 1
+
+    def paper(self, config: Any) -> dict[str, PaperValue]:
+        """The paper's value for each metric it reports (may depend on the config)."""
+        return {}
+
+    def missing_data(self, config: Any) -> str | None:
+        """None when the recipe can run; else one line: what is missing and how to get it."""
+        return None
+
+    def run(self, ctx: RunContext) -> dict[str, list[float]]:
+        raise NotImplementedError
+
+    def draw(self, records: Records, figure_dir: Path) -> None:
+        """Draw the recipe's figures into `figure_dir` from `records` only."""
+
+    def discuss(self, records: Records) -> list[str]:
+        """Recipe-specific sentences for the report (what the numbers mean)."""
+        return []
+
+
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def register(cls: type[Recipe]) -> type[Recipe]:
+    """Class decorator: make a recipe known to the CLI under `cls.name`."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"two recipes named {cls.name!r}")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def _discover() -> None:
+    for module in pkgutil.iter_modules(lrorder.__path__):
+        candidate = f"lrorder.{module.name}.recipes"
+        if module.ispkg and importlib.util.find_spec(candidate) is not None:
+            importlib.import_module(candidate)
+
+
+def all_recipes() -> dict[str, Recipe]:
+    if not _REGISTRY:
+        _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_recipe(name: str) -> Recipe:
+    recipes = all_recipes()
+    if name not in recipes:
+        raise UserError(unknown_key_message(name, recipes).replace("config key", "recipe")
+                        + "; `lrorder list` shows them all")
+    return recipes[name]
+
+
+def profile_values(recipe: Recipe, profile: str) -> Mapping[str, Any]:
+    if profile not in recipe.profiles:
+        raise UserError(f"recipe {recipe.name} has no profile {profile!r}: "
+                        f"choose one of {', '.join(recipe.profiles)}")
+    return recipe.profiles[profile]

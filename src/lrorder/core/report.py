@@ -1,0 +1,144 @@
+"""Reports rendered from a run directory's records alone: report.md, comparisons, the index.
+
+Nothing here recomputes a result; `lrorder report` can re-render any run at any time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lrorder.core import rundir
+from lrorder.core.recipe import PaperValue, get_recipe
+
+
+def fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _measured(stats: Mapping[str, Any]) -> str:
+    if len(stats["per_seed"]) > 1:
+        return f"{fmt(stats['mean'])} ± {fmt(stats['std'])}"
+    return fmt(stats["mean"])
+
+
+def _claims(summary: Mapping[str, Any]) -> dict[str, PaperValue]:
+    return {name: PaperValue(**claim) for name, claim in summary.get("paper_claims", {}).items()}
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """Markdown table: each metric measured (mean ± std over seeds) beside the paper's value."""
+    claims = _claims(summary)
+    lines = ["| metric | measured | per seed | paper | difference | agrees |",
+             "|---|---|---|---|---|---|"]
+    for name, stats in summary["metrics"].items():
+        per_seed = ", ".join(fmt(v) for v in stats["per_seed"])
+        claim = claims.get(name)
+        if claim is None:
+            lines.append(f"| {name} | {_measured(stats)} | {per_seed} | — | — | — |")
+            continue
+        mean = stats["mean"]
+        diff = fmt(mean - claim.value) if mean is not None else "n/a"
+        paper = f"{claim.relation} {fmt(claim.value)} ({claim.source})"
+        verdict = "yes" if claim.agrees(mean) else "**no**"
+        lines.append(f"| {name} | {_measured(stats)} | {per_seed} | {paper} | {diff} | {verdict} |")
+    return "\n".join(lines)
+
+
+def verdict_sentence(summary: Mapping[str, Any]) -> str:
+    claims = _claims(summary)
+    if not claims:
+        return "The paper states no number for these metrics; they are reported as measured."
+    misses = [f"{name} (measured {fmt(summary['metrics'][name]['mean'])}, paper "
+              f"{claim.relation} {fmt(claim.value)})"
+              for name, claim in claims.items()
+              if name in summary["metrics"] and not claim.agrees(summary["metrics"][name]["mean"])]
+    if not misses:
+        return (f"All {len(claims)} metrics the paper states agree with it "
+                "(within the tolerance shown, or on the right side of the paper's bound).")
+    return (f"{len(claims) - len(misses)} of {len(claims)} metrics the paper states agree with it; "
+            f"these do not: {'; '.join(misses)}.")
+
+
+def render(path: Path) -> str:
+    """Redraw the figures of the run at `path` and write its report.md; returns the report."""
+    records = rundir.Records(path)
+    recipe = get_recipe(records.recipe)
+    figure_dir = records.path / "figures"
+    figure_dir.mkdir(exist_ok=True)
+    recipe.draw(records, figure_dir)
+    config, summary = records.config, records.summary
+    lines = [f"# {recipe.name}: {recipe.description}", "",
+             f"Paper: {recipe.reference}", ""]
+    if config.get("command"):
+        lines += [f"Command: `{config['command']}`", ""]
+    if summary is None:
+        lines += [f"Status: **unfinished** ({len(records.metrics)} points logged). Continue it "
+                  f"with `lrorder run {recipe.name} --out {records.path} --resume`.", ""]
+    else:
+        versions = config.get("versions", {})
+        lines += [
+            f"Status: **{summary['status']}** · profile {config['profile']} · "
+            f"seeds {', '.join(map(str, summary['seeds']))} · device {config['device']} · "
+            f"{summary['elapsed_s']:.1f} s · lrorder {versions.get('lrorder')} "
+            f"(commit {config.get('git_commit') or 'unknown'}) · torch {versions.get('torch')}", ""]
+        if summary.get("problems"):
+            lines += [f"Diverged: {'; '.join(summary['problems'])}", ""]
+        lines += ["## Measured vs paper", "", summary_table(summary), "",
+                  verdict_sentence(summary), ""]
+        discussion = recipe.discuss(records)
+        if discussion:
+            lines += ["## What it shows", "", *discussion, ""]
+    figures = sorted(figure_dir.glob("*.png"))
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
+        lines.append("")
+    lines += ["## Config", "", "| key | value |", "|---|---|"]
+    lines += [f"| {k} | {fmt(v)} |" for k, v in config["config"].items()]
+    text = "\n".join(lines) + "\n"
+    rundir.write_text(records.path / rundir.REPORT, text)
+    return text
+
+
+def compare(paths: Sequence[Path]) -> str:
+    """One markdown table of every metric across several runs, with the paper's value."""
+    runs = [rundir.Records(p) for p in paths]
+    header = ["metric", *[f"{r.path.name} ({r.recipe})" for r in runs], "paper"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    names: dict[str, None] = {}
+    claims: dict[str, PaperValue] = {}
+    for run in runs:
+        if run.summary:
+            names.update(dict.fromkeys(run.summary["metrics"]))
+            claims.update(_claims(run.summary))
+    for name in names:
+        cells = [_measured(r.summary["metrics"][name])
+                 if r.summary and name in r.summary["metrics"] else "—" for r in runs]
+        claim = claims.get(name)
+        paper = f"{claim.relation} {fmt(claim.value)}" if claim else "—"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {paper} |")
+    return "\n".join(lines) + "\n"
+
+
+def index(out: Path, entries: Sequence[tuple[str, Path | None, str]], profile: str) -> str:
+    """The reproduce index: one section per recipe, linking its report (or saying why skipped)."""
+    lines = [f"# lrorder reproduce ({profile} profile)", ""]
+    for name, path, note in entries:
+        if path is None:
+            lines += [f"## {name}: skipped", "", note, ""]
+            continue
+        summary = rundir.Records(path).summary
+        link = os.path.relpath(path / rundir.REPORT, out)
+        lines += [f"## [{name}]({link}): {summary['status']}", "", verdict_sentence(summary), "",
+                  summary_table(summary), ""]
+    text = "\n".join(lines)
+    rundir.write_text(out / "index.md", text)
+    return text
