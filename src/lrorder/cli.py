@@ -5,6 +5,7 @@ Examples:
   lrorder show convex-claim1 --profile full
   lrorder run convex-claim1 --seeds 3 --set eps=0.01 --out runs/claim1
   lrorder report runs/claim1 runs/claim1-eps
+  lrorder sweep convex-claim1 --grid steps=1,4,16 --grid n=3,5 --seeds 2 --out runs/sweep
   lrorder reproduce
 """
 
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from lrorder.core import config as cfg
-from lrorder.core import report, rundir
+from lrorder.core import report, rundir, sweep, sweep_report
 from lrorder.core.errors import UserError
 from lrorder.core.recipe import all_recipes, get_recipe, profile_values
 from lrorder.core.runner import default_out, print_summary, run_recipe
@@ -66,9 +67,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    for path in args.dirs:
-        report.render(Path(path))
-        print(f"rendered {Path(path) / rundir.REPORT}")
+    for path in map(Path, args.dirs):
+        if sweep.is_sweep(path):
+            sweep_report.render(path)
+            print(f"rendered {path / 'report.md'} and {path / 'table.csv'}")
+        else:
+            report.render(path)
+            print(f"rendered {path / rundir.REPORT}")
     if len(args.dirs) > 1:
         table = report.compare([Path(p) for p in args.dirs])
         if args.out:
@@ -98,6 +103,21 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         entries.append((name, out / name, ""))
     report.index(out, entries, args.profile)
     print(f"\nindex: {out / 'index.md'}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    result = sweep.sweep(args.recipe, args.grid, out=Path(args.out), sets=args.set,
+                         profile=args.profile, seeds=args.seeds, backend=args.backend,
+                         address=args.address, max_parallel=args.max_parallel,
+                         gpus_per_run=args.gpus_per_run, device=args.device)
+    sweep_report.render(Path(args.out))
+    counts: dict[str, int] = {}
+    for entry in result["status"].values():
+        counts[entry["status"]] = counts.get(entry["status"], 0) + 1
+    print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; report: {Path(args.out) / 'report.md'}")
+    if counts.get("failed"):
+        print(f"failed runs are listed with their error in {Path(args.out) / sweep.SWEEP}",
+              file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("dirs", nargs="+", metavar="DIR")
     rep.add_argument("--out", help="also write the comparison table to this file")
     rep.set_defaults(func=cmd_report)
+
+    swp = verbs.add_parser("sweep", help="a grid of config values x seeds, locally or on Ray")
+    swp.add_argument("recipe")
+    swp.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2|log:LO:HI:N",
+                     help="values of one config key (repeatable: the sweep is the cross product)")
+    swp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    swp.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 at every point")
+    swp.add_argument("--profile", default="quick")
+    swp.add_argument("--backend", choices=("local", "ray"), default="local")
+    swp.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    swp.add_argument("--max-parallel", type=int, help="runs at once (default: CPU count)")
+    swp.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each Ray task asks for")
+    swp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    swp.add_argument("--out", required=True, help="sweep directory (re-run to resume)")
+    swp.set_defaults(func=cmd_sweep)
 
     rep = verbs.add_parser("reproduce", help="run every recipe whose data is here; one index")
     rep.add_argument("--profile", default="quick")

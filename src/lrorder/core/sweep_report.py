@@ -1,0 +1,145 @@
+"""A sweep's aggregate: every point with mean ± std over seeds, as CSV, markdown and figures.
+
+Read from the run directories' summary.json files only, like every other report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrorder.core import figures, rundir
+from lrorder.core.recipe import get_recipe
+from lrorder.core.report import fmt
+from lrorder.core.sweep import SWEEP
+
+MAX_FIGURES = 6
+
+
+def aggregate(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """(sweep record, one row per grid point, metric names); a row holds each metric's seeds."""
+    record = json.loads((out / SWEEP).read_text())
+    rows: dict[str, dict[str, Any]] = {}
+    names: dict[str, None] = {}
+    for run in record["runs"]:
+        key = json.dumps(run["point"], sort_keys=True)
+        row = rows.setdefault(key, {"point": run["point"], "values": {}, "status": []})
+        summary_path = out / "runs" / run["id"] / rundir.SUMMARY
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        row["status"].append(summary["status"] if summary else run.get("status", "pending"))
+        for name, stats in (summary or {}).get("metrics", {}).items():
+            names[name] = None
+            row["values"].setdefault(name, []).append(stats["mean"])
+    return record, list(rows.values()), list(names)
+
+
+def stats(values: list[float | None]) -> tuple[float, float, int]:
+    array = np.array([np.nan if v is None else v for v in values], dtype=float)
+    return (float(np.mean(array)), float(np.std(array, ddof=1)) if array.size > 1 else 0.0,
+            int(array.size))
+
+
+def render(out: Path) -> str:
+    """Write table.csv, table.md, figures/*.png and report.md of the sweep in `out`."""
+    record, rows, names = aggregate(out)
+    keys = list(record["grid"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*keys, "runs", *[f"{n}_{s}" for n in names for s in ("mean", "std")]])
+    table = ["| " + " | ".join([*keys, "runs", *names]) + " |", "|" + "---|" * (len(keys) + 1 + len(names))]
+    for row in rows:
+        cells = [stats(row["values"].get(n, [])) for n in names]
+        done = f"{row['status'].count('complete')}/{len(row['status'])}"
+        writer.writerow([*row["point"].values(), done, *[v for m, s, _ in cells for v in (m, s)]])
+        table.append("| " + " | ".join([*row["point"].values(), done,
+                                        *[f"{fmt(m)} ± {fmt(s)}" for m, s, _ in cells]]) + " |")
+    rundir.write_text(out / "table.csv", buffer.getvalue())
+    rundir.write_text(out / "table.md", "\n".join(table) + "\n")
+    drawn = _draw(out, record, rows, names)
+    lines = [f"# Sweep of {record['recipe']} ({record['profile']} profile, {record['seeds']} seed(s) "
+             f"per point, {record['backend']} backend)", "",
+             "Grid: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in record["grid"].items()), ""]
+    if record["sets"]:
+        lines += ["Fixed: " + ", ".join(record["sets"]), ""]
+    lines += ["Each cell: mean ± std over seeds. Also in [table.csv](table.csv).", "", *table, ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in drawn]
+    text = "\n".join(lines) + "\n"
+    rundir.write_text(out / "report.md", text)
+    return text
+
+
+def _plotted_metrics(record: Mapping[str, Any], names: list[str]) -> list[str]:
+    claimed = [n for n in names if n in _paper_metrics(record["recipe"])]
+    return (claimed or names)[:MAX_FIGURES]
+
+
+def _paper_metrics(recipe_name: str) -> set[str]:
+    from lrorder.core import config as cfg
+    from lrorder.core.recipe import profile_values
+
+    recipe = get_recipe(recipe_name)
+    return set(recipe.paper(cfg.resolve(recipe.Config, profile_values(recipe, "quick"))))
+
+
+def _numeric(texts: list[str]) -> tuple[list[Any], bool]:
+    try:
+        values = [float(t) for t in texts]
+    except ValueError:
+        return texts, False
+    return values, True
+
+
+def _draw(out: Path, record: Mapping[str, Any], rows: list[dict], names: list[str]) -> list[Path]:
+    swept = [k for k, v in record["grid"].items() if len(v) > 1]
+    figure_dir = out / "figures"
+    drawn = []
+    for name in _plotted_metrics(record, names):
+        path = figure_dir / f"{name}.png"
+        if len(swept) == 1:
+            _line(rows, swept[0], record["grid"][swept[0]], name, path)
+        elif len(swept) == 2:
+            _heatmap(rows, swept, record["grid"], name, path)
+        else:
+            continue
+        drawn.append(path)
+    return drawn
+
+
+def _line(rows, key, texts, name, path) -> None:
+    x, numeric = _numeric(texts)
+    by_value = {row["point"][key]: row["values"].get(name, []) for row in rows}
+    fig, axes = figures.figure()
+    ax = axes[0][0]
+    per_seed = np.array([[np.nan if v is None else v for v in by_value[t]] for t in texts], dtype=float)
+    figures.seed_band(ax, x if numeric else range(len(texts)), per_seed.T, label=name)
+    if numeric and min(x) > 0 and max(x) / min(x) > 20:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(texts)), texts)
+    ax.set(xlabel=key, ylabel=name, title=f"{name} (mean ± std over seeds)")
+    figures.save(fig, path)
+
+
+def _heatmap(rows, keys, grid, name, path) -> None:
+    x_key, y_key = keys
+    means = np.full((len(grid[y_key]), len(grid[x_key])), np.nan)
+    for row in rows:
+        i, j = grid[y_key].index(row["point"][y_key]), grid[x_key].index(row["point"][x_key])
+        means[i, j] = stats(row["values"].get(name, []))[0] if row["values"].get(name) else np.nan
+    fig, axes = figures.figure(width=6, height=4.5)
+    ax = axes[0][0]
+    image = ax.imshow(means, origin="lower", aspect="auto", cmap="viridis")
+    for (i, j), value in np.ndenumerate(means):
+        ax.text(j, i, fmt(value), ha="center", va="center", fontsize=8, color="w")
+    ax.set_xticks(range(len(grid[x_key])), grid[x_key])
+    ax.set_yticks(range(len(grid[y_key])), grid[y_key])
+    ax.set(xlabel=x_key, ylabel=y_key, title=f"{name} (mean over seeds)")
+    ax.grid(False)
+    fig.colorbar(image, ax=ax)
+    figures.save(fig, path)

@@ -1,0 +1,112 @@
+"""Sweeps: grid parsing, the local and Ray backends agree, a killed sweep resumes without loss."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrorder.cli import main
+from lrorder.core import sweep
+from lrorder.core.errors import UserError
+
+GRID = ["--grid", "steps=1,4", "--grid", "n=3,5", "--seeds", "2", "--set", "draws=2000"]
+COMPARED = ["p_both_seen", "gf_test_loss_over_eps", "annealed_test_loss_over_eps", "test_loss_ratio"]
+
+
+def read_table(out: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with (out / "table.csv").open() as handle:
+        return {(row["steps"], row["n"]): row for row in csv.DictReader(handle)}
+
+
+def test_parse_grid_lists_and_ranges():
+    grid = sweep.parse_grid(["lr=log:0.001:0.1:3", "n=3,5", "n=5,7"])
+    assert grid == {"lr": ["0.001", "0.01", "0.1"], "n": ["3", "5", "7"]}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "stepz=1,2"], "did you mean 'steps'?"),
+    (["--grid", "steps="], "has no values"),
+    (["--grid", "steps=1,x"], "steps='x' is not valid: expected an integer"),
+    (["--grid", "eps=lin:1:2"], "a range is lin:LOW:HIGH:COUNT"),
+])
+def test_bad_grids_fail_before_anything_starts(tmp_path, capsys, argv, message):
+    assert main(["sweep", "convex-claim1", *argv, "--out", str(tmp_path / "s")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_local_sweep_aggregates_exactly_the_run_summaries(tmp_path, capsys):
+    out = tmp_path / "local"
+    assert main(["sweep", "convex-claim1", *GRID, "--max-parallel", "2", "--out", str(out)]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert len(record["runs"]) == 8 and len(list((out / "runs").iterdir())) == 8
+    assert all(run["status"] == "complete" for run in record["runs"])
+    table = read_table(out)
+    for (steps, n), row in table.items():
+        runs = [r for r in record["runs"] if r["point"] == {"steps": steps, "n": n}]
+        for name in COMPARED:
+            values = [json.loads((out / "runs" / r["id"] / "summary.json").read_text())
+                      ["metrics"][name]["mean"] for r in runs]
+            assert float(row[f"{name}_mean"]) == pytest.approx(np.mean(values), rel=1e-12)
+            assert float(row[f"{name}_std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    assert float(table[("4", "3")]["test_loss_ratio_mean"]) == pytest.approx(2.0, abs=1e-3)
+    assert {p.name for p in (out / "figures").iterdir()} >= {"test_loss_ratio.png"}
+    # the same command finds the same directories and has nothing left to do
+    before = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    assert main(["sweep", "convex-claim1", *GRID, "--out", str(out)]) == 0
+    assert before == {p.name: (p / "summary.json").stat().st_mtime_ns for p in (out / "runs").iterdir()}
+
+
+def test_ray_backend_gives_the_same_numbers_as_local(tmp_path, capsys):
+    pytest.importorskip("ray")
+    local, remote = tmp_path / "local", tmp_path / "ray"
+    assert main(["sweep", "convex-claim1", *GRID, "--max-parallel", "2", "--out", str(local)]) == 0
+    assert main(["sweep", "convex-claim1", *GRID, "--backend", "ray", "--max-parallel", "2",
+                 "--out", str(remote)]) == 0
+    ours, theirs = read_table(local), read_table(remote)
+    assert ours.keys() == theirs.keys()
+    for point in ours:
+        for name in COMPARED:
+            assert ours[point][f"{name}_mean"] == theirs[point][f"{name}_mean"]
+
+
+def test_a_run_is_never_executed_twice_at_once(tmp_path):
+    runs = sweep.plan("convex-claim1", {"steps": ["1"]}, [], "quick", [0], tmp_path)
+    with sweep._exclusive(tmp_path / "locks" / f"{runs[0]['id']}.lock") as mine:
+        assert mine
+        assert sweep.run_point(runs[0])["status"] == "running elsewhere"
+        with pytest.raises(UserError, match="another sweep is running"), \
+                sweep._exclusive(tmp_path / "locks" / "sweep.lock"):
+            sweep.sweep("convex-claim1", ["steps=1"], out=tmp_path, max_parallel=1)
+    assert not (tmp_path / "runs" / runs[0]["id"]).exists()
+
+
+def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "lrorder", "sweep", "convex-lemma2", "--grid", "steps=0,1,2,4,8,16",
+            "--set", "instances=20000", "--max-parallel", "1", "--out", str(out)]
+    process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("runs/*/summary.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    assert 2 <= len(finished) < 6
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record = json.loads((out / "sweep.json").read_text())
+    assert [run["status"] for run in record["runs"]] == ["complete"] * 6
+    for run_id, mtime in finished.items():
+        assert (out / "runs" / run_id / "summary.json").stat().st_mtime_ns == mtime
+    for run in record["runs"]:
+        lines = (out / "runs" / run["id"] / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == len({json.dumps(json.loads(line), sort_keys=True) for line in lines})
+        assert len(lines) == 8  # one point per K in sweep_steps (steps is among them)
