@@ -109,7 +109,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     result = sweep.sweep(args.recipe, args.grid, out=Path(args.out), sets=args.set,
                          profile=args.profile, seeds=args.seeds, backend=args.backend,
                          address=args.address, max_parallel=args.max_parallel,
-                         gpus_per_run=args.gpus_per_run, device=args.device)
+                         gpus_per_run=args.gpus_per_run, device=args.device,
+                         command=args.command)
     sweep_report.render(Path(args.out))
     counts: dict[str, int] = {}
     for entry in result["status"].values():

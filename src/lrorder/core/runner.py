@@ -64,8 +64,8 @@ class RunContext:
         self.metrics.truncate(bundle["metrics_lines"])
         return bundle["state"]
 
-    def progress(self, total: int, desc: str) -> tqdm:
-        return tqdm(total=total, desc=f"{self.recipe.name}: {desc}", unit="step",
+    def progress(self, total: int, desc: str, unit: str = "step") -> tqdm:
+        return tqdm(total=total, desc=f"{self.recipe.name}: {desc}", unit=unit,
                     dynamic_ncols=True, leave=False, disable=None)
 
     def diverged(self, where: str) -> None:
@@ -75,10 +75,13 @@ class RunContext:
     def for_each_seed(self, run_seed: Callable[[int], Mapping[str, float]]) -> dict[str, list[float]]:
         """Run `run_seed(seed)` for every seed, resuming after the last finished one."""
         done: dict[int, Mapping[str, float]] = self.load_state() or {}
-        for seed in self.seeds:
-            if seed not in done:
-                done[seed] = dict(run_seed(seed))
-                self.save_state(done)
+        with self.progress(len(self.seeds), "seeds", unit="seed") as bar:
+            bar.update(len(done))
+            for seed in self.seeds:
+                if seed not in done:
+                    done[seed] = dict(run_seed(seed))
+                    self.save_state(done)
+                    bar.update()
         return {name: [done[s][name] for s in self.seeds] for name in done[self.seeds[0]]}
 
 

@@ -151,14 +151,16 @@ def _ray(runs: list[dict], max_parallel: int, device: str, address: str | None,
 
 def sweep(recipe_name: str, grid_items: Sequence[str], *, out: Path, sets: Sequence[str] = (),
           profile: str = "quick", seeds: int = 1, backend: str = "local", address: str | None = None,
-          max_parallel: int | None = None, gpus_per_run: float = 0.0, device: str = "auto") -> dict:
+          max_parallel: int | None = None, gpus_per_run: float = 0.0, device: str = "auto",
+          command: str = "") -> dict:
     """Run every (point, seed) of the grid that is not complete yet; returns sweep.json's content."""
     grid = parse_grid(grid_items)
     if seeds < 1:
         raise UserError(f"--seeds must be >= 1 (got {seeds})")
     runs = plan(recipe_name, grid, sets, profile, list(range(seeds)), out)
     max_parallel = max_parallel or os.cpu_count() or 1
-    record = {"recipe": recipe_name, "profile": profile, "grid": grid, "sets": list(sets),
+    record = {"recipe": recipe_name, "command": command, "profile": profile, "grid": grid,
+              "sets": list(sets),
               "seeds": seeds, "backend": backend, "runs": runs}
     with _exclusive(out / "locks" / "sweep.lock") as mine:
         if not mine:

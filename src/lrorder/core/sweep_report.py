@@ -64,6 +64,7 @@ def render(out: Path) -> str:
     drawn = _draw(out, record, rows, names)
     lines = [f"# Sweep of {record['recipe']} ({record['profile']} profile, {record['seeds']} seed(s) "
              f"per point, {record['backend']} backend)", "",
+             f"Command: `{record['command']}`", "",
              "Grid: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in record["grid"].items()), ""]
     if record["sets"]:
         lines += ["Fixed: " + ", ".join(record["sets"]), ""]
@@ -135,8 +136,10 @@ def _heatmap(rows, keys, grid, name, path) -> None:
     fig, axes = figures.figure(width=6, height=4.5)
     ax = axes[0][0]
     image = ax.imshow(means, origin="lower", aspect="auto", cmap="viridis")
+    low, high = np.nanmin(means), np.nanmax(means)
     for (i, j), value in np.ndenumerate(means):
-        ax.text(j, i, fmt(value), ha="center", va="center", fontsize=8, color="w")
+        bright = high > low and (value - low) / (high - low) > 0.6
+        ax.text(j, i, fmt(value), ha="center", va="center", fontsize=8, color="k" if bright else "w")
     ax.set_xticks(range(len(grid[x_key])), grid[x_key])
     ax.set_yticks(range(len(grid[y_key])), grid[y_key])
     ax.set(xlabel=x_key, ylabel=y_key, title=f"{name} (mean over seeds)")
