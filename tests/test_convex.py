@@ -109,3 +109,16 @@ def test_lemma2_instances_meet_both_conditions_and_bounds_hold():
         quadratic.annealed(batch.delta0, batch.gamma, batch.large_step, steps, batch.eps), batch.lam)
     assert np.all(gf >= lower * (1 - 1e-9))
     assert np.all(ann <= upper * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("n", [4, 5, 6])
+def test_ratio_is_the_sample_curvature_ratio_once_the_large_steps_have_converged(n):
+    """Beyond n = 3: the flow ends in the flat direction (test eps lam/gamma_min), the annealed run
+    in the sharp one (eps lam/gamma_max), so A/B = gamma_max/gamma_min; equal counts give 1."""
+    batch = problems.claim1(2000, n, 0.01, 0.1, np.random.default_rng(n))
+    gf = quadratic.test_loss(quadratic.flow_until(batch.delta0, batch.gamma, batch.eps), batch.lam)
+    ann = quadratic.test_loss(
+        quadratic.annealed(batch.delta0, batch.gamma, batch.large_step, 400, batch.eps), batch.lam)
+    both = (batch.gamma > 0).all(-1)
+    expected = batch.gamma.max(-1)[both] / batch.gamma.min(-1)[both]
+    np.testing.assert_allclose(gf[both] / ann[both], expected, rtol=1e-3)
