@@ -17,13 +17,16 @@ def run(*argv):
 
 def test_claim1_run_directory_contract(tmp_path, capsys):
     out = tmp_path / "claim1"
-    assert run("run", "convex-claim1", "--seeds", 3, "--out", out) == 0
+    assert run("run", "convex-claim1", "--seeds", 3, "--out", out, "--device", "cuda") == 0
     config = json.loads((out / "config.json").read_text())
     assert config["recipe"] == "convex-claim1" and config["seeds"] == [0, 1, 2]
-    assert config["config"]["n"] == 3 and config["device"] == "cpu"
+    assert config["config"]["n"] == 3 and config["device"] == "cpu"  # numpy only, whatever asked
     assert {"python", "numpy", "torch"} <= set(config["versions"]) and "git_commit" in config
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "complete"
+    assert set(summary["paper"]) == {"p_both_seen", "gf_test_loss_over_eps",
+                                     "annealed_test_loss_over_eps", "test_loss_ratio",
+                                     "agree_when_one_unseen"} <= set(summary["metrics"])
     ratio = summary["metrics"]["test_loss_ratio"]
     assert abs(ratio["mean"] - 2) < 0.05 and len(ratio["per_seed"]) == 3
     assert summary["paper"]["test_loss_ratio"] == 2.0
@@ -61,6 +64,8 @@ def test_report_rerenders_from_records_and_compares(tmp_path, capsys):
     (["run", "convex-claim1", "--profile", "huge"], "has no profile 'huge'"),
     (["run", "convex-claim1", "--seeds", "x"], "invalid int value"),
     (["show", "convex-lemma2", "--set", "small=20"], "small must be < d"),
+    (["run", "convex-lemma2", "--set", "sweep_steps=-1"], "sweep_steps must be all >= 0"),
+    (["report", "/nonexistent-run"], "is not a run directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert run(*argv, *(["--out", tmp_path / "r"] if argv[0] == "run" else [])) == 2
@@ -88,7 +93,7 @@ def test_unwritable_output_path(tmp_path, capsys):
 
 def test_resume_carries_on_after_a_kill(tmp_path, capsys, monkeypatch):
     out = tmp_path / "killed"
-    original = ConvexClaim1._run_seed
+    original = ConvexClaim1.run_seed
     calls = []
 
     def dies_on_seed_1(self, ctx, seed):
@@ -98,13 +103,19 @@ def test_resume_carries_on_after_a_kill(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt
         return original(self, ctx, seed)
 
-    monkeypatch.setattr(ConvexClaim1, "_run_seed", dies_on_seed_1)
+    monkeypatch.setattr(ConvexClaim1, "run_seed", dies_on_seed_1)
     assert run("run", "convex-claim1", "--seeds", 3, "--out", out, *FAST) == 130
     assert not (out / "summary.json").exists()
-    monkeypatch.setattr(ConvexClaim1, "_run_seed", lambda self, ctx, seed: (calls.append(seed),
+    assert "continue with: lrorder run convex-claim1 --out" in capsys.readouterr().err
+    monkeypatch.setattr(ConvexClaim1, "run_seed", lambda self, ctx, seed: (calls.append(seed),
                         original(self, ctx, seed))[1])
     assert run("run", "convex-claim1", "--out", out, "--resume") == 0
     assert calls == [0, 1, 1, 2]
+    whole = tmp_path / "whole"
+    assert run("run", "convex-claim1", "--seeds", 3, "--out", whole, *FAST) == 0
+    resumed, uninterrupted = (json.loads((d / "summary.json").read_text())["metrics"] for d in (out, whole))
+    for name in ("p_both_seen", "test_loss_ratio", "gf_test_loss_over_eps"):
+        assert resumed[name]["per_seed"] == uninterrupted[name]["per_seed"]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert not any(r.get("partial") for r in records)
     assert sum(1 for r in records if "draws" in r) == 3
@@ -113,11 +124,35 @@ def test_resume_carries_on_after_a_kill(tmp_path, capsys, monkeypatch):
     assert not (out / "state.pt").exists()
 
 
-def test_resume_with_a_different_config_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("argv, message", [
+    (["convex-claim1", "--set", "eps=0.3"], "with a different --set eps"),
+    (["convex-claim1", "--profile", "full"], "with a different --profile"),
+    (["convex-claim1", "--seeds", "5"], "with a different --seeds"),
+    (["convex-lemma2"], "holds a convex-claim1 run, not convex-lemma2"),
+])
+def test_resume_must_not_change_the_run(tmp_path, capsys, argv, message):
     out = tmp_path / "r"
     assert run("run", "convex-claim1", "--out", out, *FAST) == 0
-    assert run("run", "convex-claim1", "--out", out, "--resume", "--set", "eps=0.3") == 2
-    assert "different recipe or config" in capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    assert run("run", *argv, "--out", out, "--resume") == 2
+    assert message in capsys.readouterr().err
+    assert (out / "report.md").read_text() == report
+
+
+def test_a_run_with_no_value_for_a_metric_still_reports(tmp_path, capsys):
+    """n = 1 never sees both coordinates: those metrics are NaN, written as null and n/a."""
+    out = tmp_path / "n1"
+    assert run("run", "convex-claim1", "--out", out, *FAST, "--set", "n=1") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["test_loss_ratio"]["mean"] is None
+    assert summary["metrics"]["p_both_seen"]["mean"] == 0.0
+    assert "n/a" in (out / "report.md").read_text()
+
+
+def test_files_are_readable_by_others(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run("run", "convex-claim1", "--out", out, *FAST) == 0
+    assert (out / "summary.json").stat().st_mode & 0o044 == 0o044
 
 
 def test_list_and_show(capsys):
@@ -139,5 +174,5 @@ def test_reproduce_runs_available_recipes_and_skips_the_rest(tmp_path, capsys, m
     index = (tmp_path / "all" / "index.md").read_text()
     assert "[convex-claim1](convex-claim1/report.md): complete" in index
     assert "## needs-data: skipped" in index and "run `lrorder data`" in index
-    assert json.loads((tmp_path / "all" / "convex-lemma2" / "summary.json").read_text())[
-        "metrics"]["annealed_bound_holds"]["mean"] == 1.0
+    lemma2 = json.loads((tmp_path / "all" / "convex-lemma2" / "summary.json").read_text())["metrics"]
+    assert lemma2["annealed_bound_holds"]["mean"] == lemma2["gf_bound_holds"]["mean"] == 1.0

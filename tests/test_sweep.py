@@ -14,7 +14,6 @@ import pytest
 
 from lrorder.cli import main
 from lrorder.core import sweep
-from lrorder.core.errors import UserError
 
 GRID = ["--grid", "steps=1,4", "--grid", "n=3,5", "--seeds", "2", "--set", "draws=2000"]
 COMPARED = ["p_both_seen", "gf_test_loss_over_eps", "annealed_test_loss_over_eps", "test_loss_ratio"]
@@ -81,11 +80,17 @@ def test_a_run_is_never_executed_twice_at_once(tmp_path):
     runs = sweep.plan("convex-claim1", {"steps": ["1"]}, [], "quick", [0], tmp_path)
     with sweep._exclusive(tmp_path / "locks" / f"{runs[0]['id']}.lock") as mine:
         assert mine
-        assert sweep.run_point(runs[0])["status"] == "running elsewhere"
-        with pytest.raises(UserError, match="another sweep is running"), \
-                sweep._exclusive(tmp_path / "locks" / "sweep.lock"):
-            sweep.sweep("convex-claim1", ["steps=1"], out=tmp_path, max_parallel=1)
+        assert sweep.run_point({**runs[0], "sweep": str(tmp_path)})["status"] == "running elsewhere"
     assert not (tmp_path / "runs" / runs[0]["id"]).exists()
+
+
+def test_two_sweeps_never_share_a_directory_at_once(tmp_path, capsys):
+    argv = ["sweep", "convex-claim1", "--grid", "steps=1", "--set", "draws=500", "--max-parallel", "1",
+            "--out", str(tmp_path / "s")]
+    assert main(argv) == 0
+    with sweep._exclusive(tmp_path / "s" / "locks" / "sweep.lock"):
+        assert main(argv) == 2
+    assert "another sweep is running" in capsys.readouterr().err
 
 
 def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
@@ -110,3 +115,41 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
         lines = (out / "runs" / run["id"] / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == len({json.dumps(json.loads(line), sort_keys=True) for line in lines})
         assert len(lines) == 8  # one point per K in sweep_steps (steps is among them)
+
+
+def test_a_failed_point_is_recorded_and_the_report_still_renders(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "partial"
+    argv = ["sweep", "convex-claim1", "--grid", "steps=1,4", "--seeds", "2", "--set", "draws=500",
+            "--max-parallel", "1", "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    broken = record["runs"][1]  # steps=1, seed 1
+    (out / "runs" / broken["id"] / "summary.json").unlink()
+
+    def explode(recipe, path, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("lrorder.core.runner.run_recipe", explode)
+    result = sweep.run_point({**broken, "sweep": str(out)})
+    assert result == {"id": broken["id"], "status": "failed", "error": "RuntimeError: out of memory"}
+    assert "out of memory" in (out / "logs" / f"{broken['id']}.log").read_text()
+    assert main(["report", str(out)]) == 0
+    rows = {row["steps"]: row for row in csv.DictReader((out / "table.csv").open())}
+    assert rows["1"]["runs"] == "1/2" and rows["1"]["test_loss_ratio_mean"] == "nan"
+    assert float(rows["4"]["test_loss_ratio_mean"]) == pytest.approx(2.0, abs=1e-3)
+    assert (out / "figures" / "test_loss_ratio.png").exists()
+
+
+def test_a_sweep_never_writes_over_other_files(tmp_path, capsys):
+    run_dir = tmp_path / "a-run"
+    assert main(["run", "convex-claim1", "--set", "draws=500", "--out", str(run_dir)]) == 0
+    assert main(["sweep", "convex-claim1", "--grid", "steps=1,2", "--out", str(run_dir)]) == 2
+    assert "is not a sweep directory" in capsys.readouterr().err
+    assert not (run_dir / "sweep.json").exists()
+    out = tmp_path / "s"
+    assert main(["sweep", "convex-claim1", "--grid", "steps=1", "--set", "draws=500",
+                 "--max-parallel", "1", "--out", str(out)]) == 0
+    assert main(["sweep", "convex-claim1", "--grid", "steps=2", "--set", "draws=500",
+                 "--out", str(out)]) == 2
+    assert "holds a different sweep" in capsys.readouterr().err
+    assert json.loads((out / "sweep.json").read_text())["grid"] == {"steps": ["1"]}

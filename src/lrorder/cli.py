@@ -12,7 +12,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import datetime
 import shlex
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from lrorder.core import config as cfg
 from lrorder.core import report, rundir, sweep, sweep_report
 from lrorder.core.errors import UserError
 from lrorder.core.recipe import all_recipes, get_recipe, profile_values
-from lrorder.core.runner import default_out, print_summary, run_recipe
+from lrorder.core.runner import default_out, print_summary, run_recipe, timestamp
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,7 +58,8 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     recipe = get_recipe(args.recipe)
-    out = Path(args.out) if args.out else default_out(recipe, args.profile)
+    out = Path(args.out) if args.out else default_out(recipe, args.profile or "quick")
+    args.continue_with = f"lrorder run {recipe.name} --out {out} --resume"
     summary = run_recipe(recipe, out, profile=args.profile, sets=args.set, seed=args.seed,
                          seeds=args.seeds, device=args.device, resume=args.resume,
                          command=args.command)
@@ -77,16 +77,19 @@ def cmd_report(args: argparse.Namespace) -> None:
     if len(args.dirs) > 1:
         table = report.compare([Path(p) for p in args.dirs])
         if args.out:
-            rundir.write_text(Path(args.out), table)
+            try:
+                rundir.write_text(Path(args.out), table)
+            except OSError as exc:
+                raise UserError(f"cannot write {args.out} ({exc.strerror}): choose another --out") from None
         print(table)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.profile}-{stamp}"
+    out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.profile}-{timestamp()}"
     if rundir.is_busy(out) and not args.resume:
         raise UserError(f"{out} exists and is not empty: pass --resume to continue it, "
                         "or choose another --out")
+    args.continue_with = f"lrorder reproduce --profile {args.profile} --out {out} --resume"
     entries = []
     for name, recipe in all_recipes().items():
         config = cfg.resolve(recipe.Config, profile_values(recipe, args.profile))
@@ -105,7 +108,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"\nindex: {out / 'index.md'}")
 
 
-def cmd_sweep(args: argparse.Namespace) -> None:
+def cmd_sweep(args: argparse.Namespace) -> int:
+    args.continue_with = "the same command (complete runs are kept)"
     result = sweep.sweep(args.recipe, args.grid, out=Path(args.out), sets=args.set,
                          profile=args.profile, seeds=args.seeds, backend=args.backend,
                          address=args.address, max_parallel=args.max_parallel,
@@ -119,6 +123,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     if counts.get("failed"):
         print(f"failed runs are listed with their error in {Path(args.out) / sweep.SWEEP}",
               file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,21 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="run a recipe into a run directory")
     run.add_argument("recipe")
-    run.add_argument("--profile", default="quick", help="quick (laptop CPU) or full (paper size)")
+    run.add_argument("--profile", help="quick (laptop CPU, the default) or full (paper size)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (repeatable); see `lrorder show RECIPE`")
     seeds = run.add_mutually_exclusive_group()
     seeds.add_argument("--seed", type=int, help="run this one seed")
     seeds.add_argument("--seeds", type=int, help="run seeds 0..N-1")
     run.add_argument("--out", help="run directory (default runs/RECIPE-PROFILE-TIME)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto")
     run.add_argument("--resume", action="store_true", help="continue a killed run in --out")
     run.set_defaults(func=cmd_run)
 
-    rep = verbs.add_parser("report", help="re-render reports from stored records; compare runs")
-    rep.add_argument("dirs", nargs="+", metavar="DIR")
-    rep.add_argument("--out", help="also write the comparison table to this file")
-    rep.set_defaults(func=cmd_report)
+    rerender = verbs.add_parser("report", help="re-render reports from stored records; compare runs")
+    rerender.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
+    rerender.add_argument("--out", help="also write the comparison table to this file")
+    rerender.set_defaults(func=cmd_report)
 
     swp = verbs.add_parser("sweep", help="a grid of config values x seeds, locally or on Ray")
     swp.add_argument("recipe")
@@ -167,25 +173,27 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--out", required=True, help="sweep directory (re-run to resume)")
     swp.set_defaults(func=cmd_sweep)
 
-    rep = verbs.add_parser("reproduce", help="run every recipe whose data is here; one index")
-    rep.add_argument("--profile", default="quick")
-    rep.add_argument("--out", help="directory of all runs (default runs/reproduce-PROFILE-TIME)")
-    rep.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    rep.add_argument("--resume", action="store_true", help="continue a killed reproduce in --out")
-    rep.set_defaults(func=cmd_reproduce)
+    everything = verbs.add_parser("reproduce", help="run every recipe whose data is here; one index")
+    everything.add_argument("--profile", default="quick")
+    everything.add_argument("--out", help="directory of all runs (default runs/reproduce-PROFILE-TIME)")
+    everything.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    everything.add_argument("--resume", action="store_true", help="continue a killed reproduce in --out")
+    everything.set_defaults(func=cmd_reproduce)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    args = None
     try:
         args = build_parser().parse_args(argv)
         args.command = "lrorder " + shlex.join(argv)
-        args.func(args)
+        args.continue_with = None
+        return args.func(args) or 0
     except UserError as exc:
         print(f"lrorder: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("lrorder: interrupted; continue with --resume", file=sys.stderr)
+        hint = f"; continue with: {args.continue_with}" if args and args.continue_with else ""
+        print(f"lrorder: interrupted{hint}", file=sys.stderr)
         return 130
-    return 0

@@ -63,24 +63,29 @@ def flow_until(delta0: np.ndarray, gamma: np.ndarray, eps: float | np.ndarray) -
     return flow(delta0, gamma, flow_stop_time(delta0, gamma, eps))
 
 
+def descent_step(delta: np.ndarray, gamma: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """One gradient-descent step with step size `eta` (one per problem)."""
+    return (1.0 - 2.0 * np.asarray(eta)[..., None] * gamma) * delta
+
+
 def descent(delta0: np.ndarray, gamma: np.ndarray, eta: np.ndarray, steps: int,
             eps: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`steps` steps of gradient descent with step size `eta`, early-stopped at train loss `eps`.
 
-    Returns the iterates for k = 0..steps with those after the stopping step frozen, shape
-    (..., steps + 1, d), and the index of the last step taken.
+    Returns the final point and the number of steps each problem took (fewer than `steps`
+    where it reached `eps` first). The loop runs over steps; each step moves every problem.
     """
-    k = np.arange(steps + 1)
-    contraction = 1.0 - 2.0 * np.asarray(eta)[..., None] * gamma
-    iterates = delta0[..., None, :] * contraction[..., None, :] ** k[:, None]
-    reached = train_loss(iterates, gamma[..., None, :]) <= np.asarray(eps)[..., None]
-    last = np.where(reached.any(axis=-1), reached.argmax(axis=-1), steps)
-    frozen = np.minimum(k, last[..., None])
-    return np.take_along_axis(iterates, frozen[..., None], axis=-2), last
+    delta, taken = delta0, np.zeros(delta0.shape[:-1], dtype=int)
+    for _ in range(steps):
+        live = train_loss(delta, gamma) > eps
+        if not live.any():
+            break
+        delta = np.where(live[..., None], descent_step(delta, gamma, eta), delta)
+        taken += live
+    return delta, taken
 
 
 def annealed(delta0: np.ndarray, gamma: np.ndarray, eta: np.ndarray, steps: int,
              eps: float | np.ndarray) -> np.ndarray:
     """Algorithm B: `steps` of gradient descent with step `eta`, then gradient flow, stopped at `eps`."""
-    iterates, _ = descent(delta0, gamma, eta, steps, eps)
-    return flow_until(iterates[..., -1, :], gamma, eps)
+    return flow_until(descent(delta0, gamma, eta, steps, eps)[0], gamma, eps)

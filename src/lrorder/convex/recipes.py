@@ -14,8 +14,9 @@ import numpy as np
 
 from lrorder.convex import problems, quadratic
 from lrorder.core import figures
-from lrorder.core.config import at_least, between, greater, param
+from lrorder.core.config import at_least, between, each, greater, param
 from lrorder.core.recipe import PaperValue, Recipe, register
+from lrorder.core.report import fmt
 from lrorder.core.rundir import Records
 
 PAPER = "Nakkiran (2020), Learning rate annealing can provably help generalization, even for convex problems"
@@ -33,6 +34,11 @@ class Claim1Config:
     draws: int = param(100_000, "independent draws of the n samples per seed", check=at_least(1))
 
 
+def _mean(values: np.ndarray) -> float:
+    """Mean over the draws that qualify; NaN (reported as n/a) when none does."""
+    return float(values.mean()) if values.size else float("nan")
+
+
 def _ratio_or_one(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.ones_like(a), where=b > 0)
 
@@ -46,23 +52,21 @@ class ConvexClaim1(Recipe):
     profiles = {"quick": {}, "full": {"draws": 1_000_000}}
     cost = {"quick": "~1 s CPU", "full": "~10 s CPU"}
     default_seeds = 3
+    uses_torch = False
 
     def paper(self, config: Claim1Config) -> dict[str, PaperValue]:
         if config.n != 3:
             return {}
         sampling = 3.0 * np.sqrt(0.75 * 0.25 / config.draws)
         return {
-            "p_both_seen": PaperValue(0.75, "Claim 1", "≈", round(float(sampling), 4)),
+            "p_both_seen": PaperValue(0.75, "Claim 1", "≈", float(sampling)),
             "gf_test_loss_over_eps": PaperValue(1.5 * (1 - config.alpha), "Claim 1.1", ">="),
             "annealed_test_loss_over_eps": PaperValue(0.75, "Claim 1.2", "<=", 1e-6),
             "test_loss_ratio": PaperValue(2.0, "Claim 1", "≈", 0.05),
             "agree_when_one_unseen": PaperValue(1.0, "Claim 1", "≈"),
         }
 
-    def run(self, ctx) -> dict[str, list[float]]:
-        return ctx.for_each_seed(lambda seed: self._run_seed(ctx, seed))
-
-    def _run_seed(self, ctx, seed: int) -> dict[str, float]:
+    def run_seed(self, ctx, seed: int) -> dict[str, float]:
         c: Claim1Config = ctx.config
         start = time.perf_counter()
         batch = problems.claim1(c.draws, c.n, c.alpha, c.eps, np.random.default_rng(seed))
@@ -78,66 +82,72 @@ class ConvexClaim1(Recipe):
         print(f"convex-claim1 seed {seed}: {c.draws:,} draws solved in {seconds:.3f} s")
         if seed == ctx.seeds[0]:
             ctx.save_arrays("ratio", ratio=ratio.astype(np.float32), both_seen=both)
-            self._log_paths(ctx, seed)
+            if c.n >= 2:  # a draw that sees both coordinates exists to follow
+                self._log_paths(ctx, seed)
         return {
             "p_both_seen": float(both.mean()),
-            "gf_test_loss_over_eps": float(np.mean(gf_test[both] / c.eps)),
-            "annealed_test_loss_over_eps": float(np.mean(annealed_test[both] / c.eps)),
-            "test_loss_ratio": float(np.mean(ratio[both])),
-            "agree_when_one_unseen": float(np.mean(agree[~both])) if (~both).any() else float("nan"),
+            "gf_test_loss_over_eps": _mean(gf_test[both] / c.eps),
+            "annealed_test_loss_over_eps": _mean(annealed_test[both] / c.eps),
+            "test_loss_ratio": _mean(ratio[both]),
+            "agree_when_one_unseen": _mean(agree[~both]),
             "solve_seconds": seconds,
         }
 
     def _log_paths(self, ctx, seed: int) -> None:
-        """Log both trajectories of the typical draw (counts 2, 1) for the figures."""
+        """Log both trajectories of the draw the figures follow (see `_typical_draw`)."""
         c: Claim1Config = ctx.config
         gamma, beta_star = _typical_draw(c.n, c.alpha)
         lam, delta0, eta = np.full(2, 0.5), -beta_star, 1.0 / gamma.max()
 
-        def log_point(path: str, step: int, delta: np.ndarray) -> None:
+        def log_point(path: str, step: int, t: float, delta: np.ndarray) -> None:
             beta = beta_star + delta
-            ctx.log(seed=seed, step=step, path=path, beta1=beta[0], beta2=beta[1],
+            ctx.log(seed=seed, step=step, path=path, t=t, beta1=beta[0], beta2=beta[1],
                     train_loss=quadratic.train_loss(delta, gamma),
                     test_loss=quadratic.test_loss(delta, lam))
 
         def log_flow(path: str, first_step: int, start: np.ndarray) -> None:
+            """Points along the flow; `t` is flow time (for the annealed path, after its K steps)."""
             stop = quadratic.flow_stop_time(start, gamma, c.eps)
             times = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, 199) * stop]) if stop > 0 else [0.0]
             for i, t in enumerate(times):
-                log_point(path, first_step + i, quadratic.flow(start, gamma, t))
+                log_point(path, first_step + i, t, quadratic.flow(start, gamma, t))
 
-        log_flow("gf", 0, delta0)
-        iterates, last = quadratic.descent(delta0, gamma, eta, c.steps, c.eps)
-        for k in range(int(last) + 1):
-            log_point("annealed", k, iterates[k])
-        log_flow("annealed", int(last) + 1, iterates[-1])
+        log_flow("gf", 1, delta0)
+        delta = delta0
+        for k in range(c.steps):  # one draw: the large steps one by one, for the picture
+            log_point("annealed", k + 1, 0.0, delta)
+            if quadratic.train_loss(delta, gamma) <= c.eps:
+                break
+            delta = quadratic.descent_step(delta, gamma, eta)
+        log_flow("annealed", c.steps + 1, delta)
 
     def draw(self, records: Records, figure_dir: Path) -> None:
         config = records.config["config"]
         eps = config["eps"]
         paths = {p: records.series(path=p) for p in ("gf", "annealed")}
         if paths["gf"]:
-            _draw_paths(paths, eps, *_typical_draw(config["n"], config["alpha"]),
-                        figure_dir / "trajectories.png")
-            _draw_test_vs_train(paths, eps, figure_dir / "test_vs_train.png")
+            gamma, beta_star = _typical_draw(config["n"], config["alpha"])
+            _draw_paths(paths, eps, gamma, beta_star, figure_dir / "trajectories.png")
+            _draw_test_vs_train(paths, eps, gamma, figure_dir / "test_vs_train.png")
         if (records.path / "arrays" / "ratio.npz").exists():
             _draw_ratio(records.array("ratio"), figure_dir / "ratio_distribution.png")
 
     def discuss(self, records: Records) -> list[str]:
-        m = records.summary["metrics"]
-        return [f"Where both coordinates were sampled ({m['p_both_seen']['mean']:.3f} of draws), "
-                f"gradient flow stops at {m['gf_test_loss_over_eps']['mean']:.4f} eps of test loss "
-                f"and the annealed run at {m['annealed_test_loss_over_eps']['mean']:.4f} eps: the "
-                f"same train loss, a test-loss ratio of {m['test_loss_ratio']['mean']:.4f}. "
+        m = {name: fmt(stats["mean"]) for name, stats in records.summary["metrics"].items()}
+        return [f"Where both coordinates were sampled ({m['p_both_seen']} of draws), "
+                f"gradient flow stops at {m['gf_test_loss_over_eps']} eps of test loss "
+                f"and the annealed run at {m['annealed_test_loss_over_eps']} eps: the "
+                f"same train loss, a test-loss ratio of {m['test_loss_ratio']}. "
                 "The large step oscillates along the sharp direction (beta1) while it fits beta2, "
                 "so the flow that follows spends the train-loss budget where the test loss "
                 "weighs it least."]
 
 
 def _typical_draw(n: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sample-covariance spectrum and beta* of the draw the figures follow (two e1, one e2)."""
-    gamma = np.array([2.0, 1.0]) / 3.0 if n == 3 else np.array([0.5, 0.5])
-    return gamma, np.full(2, 100.0 / np.sqrt(alpha))
+    """Sample-covariance spectrum and beta* of the draw the figures follow: the most likely
+    unequal split of the n samples with both coordinates seen (two e1 and one e2 for n = 3)."""
+    first = n // 2 + 1 if n >= 3 else 1
+    return np.array([first, n - first]) / n, np.full(2, 100.0 / np.sqrt(alpha))
 
 
 def _draw_paths(paths: dict[str, list[dict]], eps: float, gamma: np.ndarray, star: np.ndarray,
@@ -164,18 +174,19 @@ def _draw_paths(paths: dict[str, list[dict]], eps: float, gamma: np.ndarray, sta
     figures.save(fig, out)
 
 
-def _draw_test_vs_train(paths: dict[str, list[dict]], eps: float, out: Path) -> None:
+def _draw_test_vs_train(paths: dict[str, list[dict]], eps: float, gamma: np.ndarray, out: Path) -> None:
     fig, axes = figures.figure()
     ax = axes[0][0]
     for name, label in (("gf", "gradient flow (A)"), ("annealed", "large step, then flow (B)")):
         ax.loglog([p["train_loss"] for p in paths[name]], [p["test_loss"] for p in paths[name]],
                   ".-", markersize=3, label=label)
     ax.axvline(eps, color="k", linestyle=":", label="stop: train loss = eps")
-    ax.axhline(1.5 * eps, color="C0", linestyle="--", linewidth=0.8, label="1.5 eps")
-    ax.axhline(0.75 * eps, color="C1", linestyle="--", linewidth=0.8, label="0.75 eps")
+    for color, curvature in (("C0", gamma.min()), ("C1", gamma.max())):
+        level = 0.5 / curvature  # eps lambda / gamma: all the train loss in one direction
+        ax.axhline(level * eps, color=color, linestyle="--", linewidth=0.8, label=f"{level:.3g} eps")
     ax.invert_xaxis()
     ax.set(xlabel="train loss (decreasing →)", ylabel="test loss",
-           title="Same train loss, test loss 2x apart")
+           title="Same train loss, different test loss")
     ax.legend(fontsize=8)
     figures.save(fig, out)
 
@@ -203,7 +214,8 @@ class Lemma2Config:
     scale: float = param(100.0, "size of the initial residual delta(0)", check=greater(0))
     instances: int = param(10_000, "random instances per seed", check=at_least(1))
     sweep_steps: tuple[int, ...] = param((0, 1, 2, 4, 8, 16, 32, 64),
-                                         "values of K for the approach-to-the-bound curve")
+                                         "values of K for the approach-to-the-bound curve",
+                                         check=each(at_least(0)))
 
     def problems(self) -> list[str]:
         return [] if self.small < self.d else [f"small must be < d (got small={self.small}, d={self.d})"]
@@ -218,15 +230,13 @@ class ConvexLemma2(Recipe):
     profiles = {"quick": {}, "full": {"instances": 200_000, "d": 50, "small": 10}}
     cost = {"quick": "~1 s CPU", "full": "~1 min CPU"}
     default_seeds = 3
+    uses_torch = False
 
     def paper(self, config: Lemma2Config) -> dict[str, PaperValue]:
         return {"gf_bound_holds": PaperValue(1.0, "Lemma 2.1"),
                 "annealed_bound_holds": PaperValue(1.0, "Lemma 2.2")}
 
-    def run(self, ctx) -> dict[str, list[float]]:
-        return ctx.for_each_seed(lambda seed: self._run_seed(ctx, seed))
-
-    def _run_seed(self, ctx, seed: int) -> dict[str, float]:
+    def run_seed(self, ctx, seed: int) -> dict[str, float]:
         c: Lemma2Config = ctx.config
         batch = problems.lemma2(c.instances, c.d, c.small, c.gap, c.alpha, c.scale,
                                 np.random.default_rng(seed))
@@ -269,11 +279,13 @@ class ConvexLemma2(Recipe):
             figures.save(fig, figure_dir / "bound_vs_steps.png")
 
     def discuss(self, records: Records) -> list[str]:
-        m = records.summary["metrics"]
-        return [f"On every instance the flow stays above its lower bound (smallest margin "
-                f"{m['gf_margin_min']['mean']:.3g}) and the annealed run below its upper bound "
-                f"(smallest margin {m['annealed_margin_min']['mean']:.3g}); the median instance's "
-                f"flow ends with {m['gf_over_annealed_median']['mean']:.3g}x the annealed test loss."]
+        m = {name: fmt(stats["mean"]) for name, stats in records.summary["metrics"].items()}
+        return [f"The flow stays above its lower bound on {m['gf_bound_holds']} of the instances and "
+                f"the annealed run below its upper bound on {m['annealed_bound_holds']}. The closest "
+                f"calls (relative margin of the worst instance, mean over seeds) are "
+                f"{m['gf_margin_min']} and {m['annealed_margin_min']}: the annealed bound is tight "
+                f"once K has removed the tail. The median instance's flow ends with "
+                f"{m['gf_over_annealed_median']}x the annealed test loss."]
 
 
 def _draw_bounds(arrays: dict[str, np.ndarray], out: Path) -> None:

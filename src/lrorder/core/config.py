@@ -171,22 +171,16 @@ def resolve(config_type: type, values: Mapping[str, Any] = (), texts: Mapping[st
     fields = {f.name: f for f in describe(config_type)}
     chosen: dict[str, Any] = {}
     errors: list[str] = []
-    for key, value in dict(values).items():
+    given = [(k, v, _coerce) for k, v in dict(values).items()]
+    given += [(k, v, parse_value) for k, v in dict(texts).items()]
+    for key, value, convert in given:
         if key not in fields:
             errors.append(unknown_key_message(key, fields))
             continue
         try:
-            chosen[key] = _coerce(value, fields[key].type)
+            chosen[key] = convert(value, fields[key].type)
         except ValueError as exc:
             errors.append(f"{key}={value!r} is not valid: expected {exc}")
-    for key, text in dict(texts).items():
-        if key not in fields:
-            errors.append(unknown_key_message(key, fields))
-            continue
-        try:
-            chosen[key] = parse_value(text, fields[key].type)
-        except ValueError as exc:
-            errors.append(f"{key}={text!r} is not valid: expected {exc}")
     for key, value in chosen.items():
         info = fields[key]
         if not _type_ok(value, info.type):

@@ -53,9 +53,11 @@ class PaperValue:
 class Recipe:
     """One paper experiment: its config, profiles, the paper's numbers, the run and its figures.
 
-    Subclasses set the class attributes and implement `run` (and usually `draw`). `run` gets a
-    `RunContext` and returns `{metric: [value per seed]}`; `draw` renders figures from the
-    stored records alone, so `lrorder report` can redraw them without recomputing.
+    Subclasses set the class attributes and implement `run_seed` or `run` (and usually `draw`).
+    `run` gets a `RunContext` and returns `{metric: [value per seed]}`; `draw` renders figures
+    from the stored records alone, so `lrorder report` can redraw them without recomputing.
+    `uses_torch` says whether `--device` means anything to the recipe (numpy-only ones run on
+    the CPU whatever is asked).
     """
 
     name: ClassVar[str]
@@ -65,6 +67,7 @@ class Recipe:
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {"quick": {}, "full": {}}
     cost: ClassVar[Mapping[str, str]] = {}
     default_seeds: ClassVar[int] = 1
+    uses_torch: ClassVar[bool] = True
 
     def paper(self, config: Any) -> dict[str, PaperValue]:
         """The paper's value for each metric it reports (may depend on the config)."""
@@ -75,6 +78,13 @@ class Recipe:
         return None
 
     def run(self, ctx: RunContext) -> dict[str, list[float]]:
+        """All seeds; by default one `run_seed` after another, resuming after the last done.
+
+        Recipes that advance every seed in one batched program override this instead.
+        """
+        return ctx.for_each_seed(lambda seed: self.run_seed(ctx, seed))
+
+    def run_seed(self, ctx: RunContext, seed: int) -> dict[str, float]:
         raise NotImplementedError
 
     def draw(self, records: Records, figure_dir: Path) -> None:

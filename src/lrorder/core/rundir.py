@@ -30,10 +30,20 @@ CONFIG, METRICS, SUMMARY, REPORT, STATE = (
     "config.json", "metrics.jsonl", "summary.json", "report.md", "state.pt")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide runs from others
+
+
 def write_atomic(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
@@ -81,6 +91,11 @@ def prepare(path: Path, resume: bool) -> None:
     if is_busy(path):
         raise UserError(f"run directory {path} exists and is not empty: "
                         "pass --resume to continue it, or choose another --out")
+    make_writable_dir(path)
+
+
+def make_writable_dir(path: Path) -> None:
+    """Create `path` if needed and prove it writable, or say so in one line."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"

@@ -113,7 +113,7 @@ def _git_commit() -> str | None:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source,
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -131,33 +131,57 @@ def seeds_from(seed: int | None, count: int | None, default_count: int) -> list[
     return list(range(count if count is not None else default_count))
 
 
+FINAL = ("complete", "diverged")  # a run in one of these states is not run again
+
+
+def timestamp() -> str:
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def default_out(recipe: Recipe, profile: str) -> Path:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{recipe.name}-{profile}-{stamp}"
+    return Path("runs") / f"{recipe.name}-{profile}-{timestamp()}"
 
 
-def run_recipe(recipe: Recipe, out: Path, *, profile: str = "quick", sets: Sequence[str] = (),
-               seed: int | None = None, seeds: int | None = None, device: str = "auto",
+def _resumed(recipe: Recipe, out: Path, sets: Sequence[str], asked: Mapping[str, Any]) -> tuple:
+    """The stored config, seeds, device and profile of the run in `out`, which asked must match."""
+    stored = rundir.Records(out).config
+    if stored["recipe"] != recipe.name:
+        raise UserError(f"{out} holds a {stored['recipe']} run, not {recipe.name}: "
+                        "resume it with its own recipe, or choose another --out")
+    config = cfg.resolve(recipe.Config, stored["config"], cfg.split_assignments(sets))
+    differs = [f"--set {k}" for k, v in cfg.as_dict(config).items() if v != stored["config"][k]]
+    differs += [f"--{k}" for k, v in asked.items() if v is not None and v != stored[k]]
+    if differs:
+        raise UserError(f"--resume of {out} with a different {', '.join(differs)}: drop it "
+                        "(a run resumes as it started), or choose another --out")
+    return config, stored["seeds"], stored["device"], stored["profile"]
+
+
+def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: Sequence[str] = (),
+               seed: int | None = None, seeds: int | None = None, device: str | None = None,
                resume: bool = False, command: str = "") -> dict[str, Any]:
-    """Run `recipe` into the run directory `out` and return its summary (see module docstring)."""
+    """Run `recipe` into the run directory `out` and return its summary (see module docstring).
+
+    `profile`, `seeds` and `device` default to quick, the recipe's seeds and auto; a resumed
+    run keeps what it started with.
+    """
     out = Path(out)
     if resume and (out / rundir.CONFIG).exists():
-        stored = rundir.Records(out).config
-        config = cfg.resolve(recipe.Config, stored["config"], cfg.split_assignments(sets))
-        if cfg.as_dict(config) != stored["config"] or stored["recipe"] != recipe.name:
-            raise UserError(f"--resume of {out} with a different recipe or config: "
-                            "drop the new --set values, or choose another --out")
-        chosen_seeds, device, profile = stored["seeds"], stored["device"], stored["profile"]
+        asked = {"profile": profile,
+                 "seeds": None if seed is None and seeds is None else seeds_from(seed, seeds, 1),
+                 "device": resolve_device(device) if device and recipe.uses_torch else None}
+        config, chosen_seeds, device, profile = _resumed(recipe, out, sets, asked)
     else:
+        profile = profile or "quick"
         config = cfg.resolve(recipe.Config, profile_values(recipe, profile),
                              cfg.split_assignments(sets))
         chosen_seeds = seeds_from(seed, seeds, recipe.default_seeds)
-        device = resolve_device(device)
+        device = resolve_device(device or "auto") if recipe.uses_torch else "cpu"
     missing = recipe.missing_data(config)
     if missing:
         raise UserError(missing)
     rundir.prepare(out, resume)
-    if (out / rundir.SUMMARY).exists() and rundir.Records(out).summary["status"] == "complete":
+    if (out / rundir.SUMMARY).exists() and rundir.Records(out).summary["status"] in FINAL:
         report.render(out)
         return rundir.Records(out).summary
     if not (out / rundir.CONFIG).exists():

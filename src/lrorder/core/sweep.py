@@ -131,6 +131,7 @@ def _local(runs: list[dict], max_parallel: int, device: str) -> Iterator[dict[st
 
 def _ray(runs: list[dict], max_parallel: int, device: str, address: str | None,
          gpus_per_run: float) -> Iterator[dict[str, Any]]:
+    """One Ray task per run, at most `max_parallel` in flight (also on an existing cluster)."""
     try:
         import ray
     except ImportError:
@@ -141,32 +142,55 @@ def _ray(runs: list[dict], max_parallel: int, device: str, address: str | None,
         ray.init(num_cpus=max_parallel, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=1, num_gpus=gpus_per_run)(run_point)
-        pending = [task.remote(run, device) for run in runs]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+        waiting, in_flight = list(runs), []
+        while waiting or in_flight:
+            while waiting and len(in_flight) < max_parallel:
+                in_flight.append(task.remote(waiting.pop(0), device))
+            done, in_flight = ray.wait(in_flight, num_returns=1)
             yield ray.get(done[0])
     finally:
         ray.shutdown()
+
+
+def _check_out(out: Path, record: Mapping[str, Any]) -> None:
+    """`out` must be new, empty, or hold this very sweep: never another run's or sweep's files."""
+    if (out / SWEEP).exists():
+        stored = json.loads((out / SWEEP).read_text())
+        same = ("recipe", "profile", "grid", "sets", "seeds")
+        if any(stored.get(k) != record[k] for k in same):
+            raise UserError(f"{out} holds a different sweep ({stored['recipe']}, grid "
+                            f"{stored['grid']}): re-run its own command, or choose another --out")
+    elif rundir.is_busy(out):
+        raise UserError(f"{out} exists and is not a sweep directory: choose another --out")
+    rundir.make_writable_dir(out)
 
 
 def sweep(recipe_name: str, grid_items: Sequence[str], *, out: Path, sets: Sequence[str] = (),
           profile: str = "quick", seeds: int = 1, backend: str = "local", address: str | None = None,
           max_parallel: int | None = None, gpus_per_run: float = 0.0, device: str = "auto",
           command: str = "") -> dict:
-    """Run every (point, seed) of the grid that is not complete yet; returns sweep.json's content."""
+    """Run every (point, seed) of the grid that is not final yet; returns sweep.json's content.
+
+    With `--address`, every Ray node must see `out` on a shared file system: runs write there.
+    """
+    from lrorder.core.runner import FINAL, seeds_from
+
     grid = parse_grid(grid_items)
-    if seeds < 1:
-        raise UserError(f"--seeds must be >= 1 (got {seeds})")
-    runs = plan(recipe_name, grid, sets, profile, list(range(seeds)), out)
+    if max_parallel is not None and max_parallel < 1:
+        raise UserError(f"--max-parallel must be >= 1 (got {max_parallel})")
+    if gpus_per_run < 0:
+        raise UserError(f"--gpus-per-run must be >= 0 (got {gpus_per_run})")
+    out = Path(out).resolve()
+    runs = plan(recipe_name, grid, sets, profile, seeds_from(None, seeds, 1), out)
     max_parallel = max_parallel or os.cpu_count() or 1
     record = {"recipe": recipe_name, "command": command, "profile": profile, "grid": grid,
-              "sets": list(sets),
-              "seeds": seeds, "backend": backend, "runs": runs}
+              "sets": list(sets), "seeds": seeds, "backend": backend, "runs": runs}
+    _check_out(out, record)
     with _exclusive(out / "locks" / "sweep.lock") as mine:
         if not mine:
             raise UserError(f"another sweep is running in {out}: wait for it, or choose another --out")
         status = {run["id"]: {"status": status_of(out, run)} for run in runs}
-        todo = [run for run in runs if status[run["id"]]["status"] != "complete"]
+        todo = [run for run in runs if status[run["id"]]["status"] not in FINAL]
         _write(out, record, status)
         bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc=f"sweep {recipe_name}",
                    unit="run", dynamic_ncols=True, disable=None, file=sys.stderr)
@@ -176,7 +200,7 @@ def sweep(recipe_name: str, grid_items: Sequence[str], *, out: Path, sets: Seque
         for result in results:
             status[result["id"]] = {k: v for k, v in result.items() if k != "id"}
             finished += 1
-            failed += result["status"] not in ("complete", "diverged")
+            failed += result["status"] not in FINAL
             bar.update()
             bar.set_postfix(running=min(max_parallel, len(todo) - finished), failed=failed)
             _write(out, record, status)
@@ -185,7 +209,8 @@ def sweep(recipe_name: str, grid_items: Sequence[str], *, out: Path, sets: Seque
 
 
 def _write(out: Path, record: Mapping[str, Any], status: Mapping[str, Any]) -> None:
-    runs = [{**run, **status[run["id"]]} for run in record["runs"]]
+    runs = [{k: v for k, v in {**run, **status[run["id"]]}.items() if k != "sweep"}
+            for run in record["runs"]]  # where the sweep lives is the reader's business
     rundir.write_json(out / SWEEP, {**record, "runs": runs})
 
 

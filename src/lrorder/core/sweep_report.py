@@ -14,17 +14,24 @@ from typing import Any
 
 import numpy as np
 
+from lrorder.core import config as cfg
 from lrorder.core import figures, rundir
-from lrorder.core.recipe import get_recipe
+from lrorder.core.recipe import get_recipe, profile_values
 from lrorder.core.report import fmt
+from lrorder.core.runner import aggregate as aggregate_seeds
 from lrorder.core.sweep import SWEEP
 
 MAX_FIGURES = 6
 
 
 def aggregate(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
-    """(sweep record, one row per grid point, metric names); a row holds each metric's seeds."""
+    """(sweep record, one row per grid point, metric names).
+
+    A row's `values[name]` holds one entry per seed, NaN where that seed's run has no value
+    (failed, pending), so every row lines up seed by seed.
+    """
     record = json.loads((out / SWEEP).read_text())
+    seeds = record["seeds"]
     rows: dict[str, dict[str, Any]] = {}
     names: dict[str, None] = {}
     for run in record["runs"]:
@@ -32,17 +39,17 @@ def aggregate(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str
         row = rows.setdefault(key, {"point": run["point"], "values": {}, "status": []})
         summary_path = out / "runs" / run["id"] / rundir.SUMMARY
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-        row["status"].append(summary["status"] if summary else run.get("status", "pending"))
+        unfinished = "failed" if run.get("status") == "failed" else "pending"
+        row["status"].append(summary["status"] if summary else unfinished)
         for name, stats in (summary or {}).get("metrics", {}).items():
             names[name] = None
-            row["values"].setdefault(name, []).append(stats["mean"])
+            per_seed = row["values"].setdefault(name, [np.nan] * seeds)
+            per_seed[run["seed"]] = np.nan if stats["mean"] is None else stats["mean"]
     return record, list(rows.values()), list(names)
 
 
-def stats(values: list[float | None]) -> tuple[float, float, int]:
-    array = np.array([np.nan if v is None else v for v in values], dtype=float)
-    return (float(np.mean(array)), float(np.std(array, ddof=1)) if array.size > 1 else 0.0,
-            int(array.size))
+def _stats(row: Mapping[str, Any], name: str, seeds: int) -> dict[str, Any]:
+    return aggregate_seeds(row["values"].get(name, [np.nan] * seeds))
 
 
 def render(out: Path) -> str:
@@ -54,11 +61,11 @@ def render(out: Path) -> str:
     writer.writerow([*keys, "runs", *[f"{n}_{s}" for n in names for s in ("mean", "std")]])
     table = ["| " + " | ".join([*keys, "runs", *names]) + " |", "|" + "---|" * (len(keys) + 1 + len(names))]
     for row in rows:
-        cells = [stats(row["values"].get(n, [])) for n in names]
+        cells = [_stats(row, n, record["seeds"]) for n in names]
         done = f"{row['status'].count('complete')}/{len(row['status'])}"
-        writer.writerow([*row["point"].values(), done, *[v for m, s, _ in cells for v in (m, s)]])
+        writer.writerow([*row["point"].values(), done, *[c[s] for c in cells for s in ("mean", "std")]])
         table.append("| " + " | ".join([*row["point"].values(), done,
-                                        *[f"{fmt(m)} ± {fmt(s)}" for m, s, _ in cells]]) + " |")
+                                        *[f"{fmt(c['mean'])} ± {fmt(c['std'])}" for c in cells]]) + " |")
     rundir.write_text(out / "table.csv", buffer.getvalue())
     rundir.write_text(out / "table.md", "\n".join(table) + "\n")
     drawn = _draw(out, record, rows, names)
@@ -76,16 +83,12 @@ def render(out: Path) -> str:
 
 
 def _plotted_metrics(record: Mapping[str, Any], names: list[str]) -> list[str]:
-    claimed = [n for n in names if n in _paper_metrics(record["recipe"])]
+    """The metrics the paper states a value for (or all), at most MAX_FIGURES of them."""
+    recipe = get_recipe(record["recipe"])
+    config = cfg.resolve(recipe.Config, profile_values(recipe, record["profile"]),
+                         cfg.split_assignments(record["sets"]))
+    claimed = [n for n in names if n in recipe.paper(config)]
     return (claimed or names)[:MAX_FIGURES]
-
-
-def _paper_metrics(recipe_name: str) -> set[str]:
-    from lrorder.core import config as cfg
-    from lrorder.core.recipe import profile_values
-
-    recipe = get_recipe(recipe_name)
-    return set(recipe.paper(cfg.resolve(recipe.Config, profile_values(recipe, "quick"))))
 
 
 def _numeric(texts: list[str]) -> tuple[list[Any], bool]:
@@ -103,7 +106,7 @@ def _draw(out: Path, record: Mapping[str, Any], rows: list[dict], names: list[st
     for name in _plotted_metrics(record, names):
         path = figure_dir / f"{name}.png"
         if len(swept) == 1:
-            _line(rows, swept[0], record["grid"][swept[0]], name, path)
+            _line(rows, swept[0], record["grid"][swept[0]], name, record["seeds"], path)
         elif len(swept) == 2:
             _heatmap(rows, swept, record["grid"], name, path)
         else:
@@ -112,12 +115,12 @@ def _draw(out: Path, record: Mapping[str, Any], rows: list[dict], names: list[st
     return drawn
 
 
-def _line(rows, key, texts, name, path) -> None:
+def _line(rows, key, texts, name, seeds, path) -> None:
     x, numeric = _numeric(texts)
-    by_value = {row["point"][key]: row["values"].get(name, []) for row in rows}
+    by_value = {row["point"][key]: row["values"].get(name, [np.nan] * seeds) for row in rows}
     fig, axes = figures.figure()
     ax = axes[0][0]
-    per_seed = np.array([[np.nan if v is None else v for v in by_value[t]] for t in texts], dtype=float)
+    per_seed = np.array([by_value[t] for t in texts], dtype=float)
     figures.seed_band(ax, x if numeric else range(len(texts)), per_seed.T, label=name)
     if numeric and min(x) > 0 and max(x) / min(x) > 20:
         ax.set_xscale("log")
@@ -132,7 +135,7 @@ def _heatmap(rows, keys, grid, name, path) -> None:
     means = np.full((len(grid[y_key]), len(grid[x_key])), np.nan)
     for row in rows:
         i, j = grid[y_key].index(row["point"][y_key]), grid[x_key].index(row["point"][x_key])
-        means[i, j] = stats(row["values"].get(name, []))[0] if row["values"].get(name) else np.nan
+        means[i, j] = _stats(row, name, len(row["status"]))["mean"]
     fig, axes = figures.figure(width=6, height=4.5)
     ax = axes[0][0]
     image = ax.imshow(means, origin="lower", aspect="auto", cmap="viridis")
