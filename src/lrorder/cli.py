@@ -6,6 +6,8 @@ Examples:
   lrorder run convex-claim1 --seeds 3 --set eps=0.01 --out runs/claim1
   lrorder report runs/claim1 runs/claim1-eps
   lrorder sweep convex-claim1 --grid steps=1,4,16 --grid n=3,5 --seeds 2 --out runs/sweep
+  lrorder data where
+  lrorder bench train-step
   lrorder reproduce
 """
 
@@ -21,6 +23,8 @@ from lrorder.core import report, rundir, sweep, sweep_report
 from lrorder.core.errors import UserError
 from lrorder.core.recipe import all_recipes, get_recipe, profile_values
 from lrorder.core.runner import default_out, print_summary, run_recipe, timestamp
+from lrorder.vision import bench as vision_bench
+from lrorder.vision import data as vision_data
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     swp.add_argument("--out", required=True, help="sweep directory (re-run to resume)")
     swp.set_defaults(func=cmd_sweep)
+
+    fetch = verbs.add_parser("data", help="where the data sets are; download or check one")
+    vision_data.add_arguments(fetch)
+    fetch.set_defaults(func=vision_data.command)
+
+    bench = verbs.add_parser("bench", help="speed benchmarks")
+    benches = bench.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    train_step = benches.add_parser("train-step", help="WideResNet training step: plain vs trainer path")
+    vision_bench.add_arguments(train_step)
+    train_step.set_defaults(func=vision_bench.command)
 
     everything = verbs.add_parser("reproduce", help="run every recipe whose data is here; one index")
     everything.add_argument("--profile", default="quick")

@@ -106,16 +106,12 @@ def register(cls: type[Recipe]) -> type[Recipe]:
     return cls
 
 
-def _discover() -> None:
+def all_recipes() -> dict[str, Recipe]:
+    """Every registered recipe; the first call imports each `lrorder.<setting>.recipes` module."""
     for module in pkgutil.iter_modules(lrorder.__path__):
         candidate = f"lrorder.{module.name}.recipes"
         if module.ispkg and importlib.util.find_spec(candidate) is not None:
-            importlib.import_module(candidate)
-
-
-def all_recipes() -> dict[str, Recipe]:
-    if not _REGISTRY:
-        _discover()
+            importlib.import_module(candidate)  # a no-op once imported
     return dict(sorted(_REGISTRY.items()))
 
 

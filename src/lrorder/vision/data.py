@@ -1,0 +1,219 @@
+"""The image data sets, as uint8 arrays (N, C, H, W), from whatever copy a machine has.
+
+CIFAR-10 is looked for, in order, as the canonical python release in the data directory
+(`cifar-10-batches-py/` or `cifar-10-python.tar.gz`, lossless) and as the JPEG copy
+`cifar10-jpeg.npz` (in the data directory, or ../shared/data beside the repository), which
+is decoded once into `cifar10-jpeg-decoded.npz` in the data directory. Fashion-MNIST is read
+from its four idx .gz files (data directory `fashion-mnist/`, or the Debian package's place).
+
+The data directory is `--data-dir`, else $LRORDER_DATA, else ~/.cache/lrorder/data.
+Anything missing or unreadable raises a UserError whose one line says what to run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import os
+import pickle
+import tarfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+import lrorder
+from lrorder.core.errors import UserError
+from lrorder.core.rundir import write_atomic
+
+ENV = "LRORDER_DATA"
+DEFAULT_DIR = Path("~/.cache/lrorder/data")
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR_ARCHIVE, CIFAR_DIR = "cifar-10-python.tar.gz", "cifar-10-batches-py"
+JPEG_NPZ, JPEG_CACHE = "cifar10-jpeg.npz", "cifar10-jpeg-decoded.npz"
+SHARED_JPEG = Path(lrorder.__file__).resolve().parents[3] / "shared" / "data" / JPEG_NPZ
+FASHION_DIRS = ("fashion-mnist", "/usr/share/datasets/fashion-mnist")
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+# The released code's per-channel normalisation (xternalz/WideResNet-pytorch), in [0, 1] units.
+CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
+CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
+DATASETS = ("cifar10", "fashion-mnist")
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """A labelled image data set: uint8 pixels (N, C, H, W), int64 labels, normalisation."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+
+def data_dir(given: str | os.PathLike | None = None) -> Path:
+    """`given`, else $LRORDER_DATA, else ~/.cache/lrorder/data (user-expanded)."""
+    return Path(given or os.environ.get(ENV) or DEFAULT_DIR).expanduser()
+
+
+def how_to_get(name: str) -> str:
+    if name == "cifar10":
+        return (f"run `lrorder data cifar10` to download it (or put {CIFAR_DIR}/, {CIFAR_ARCHIVE} "
+                f"or {JPEG_NPZ} in the data directory: --data-dir, ${ENV} or {DEFAULT_DIR})")
+    return ("run `apt-get install dataset-fashion-mnist`, or put the four idx .gz files in "
+            f"DATA_DIR/fashion-mnist/ (DATA_DIR: --data-dir, ${ENV} or {DEFAULT_DIR})")
+
+
+def cifar_source(root: Path) -> Path | None:
+    """The best CIFAR-10 copy present: python release first (lossless), then the JPEG copy."""
+    for path in (root / CIFAR_DIR, root / CIFAR_ARCHIVE, root / JPEG_NPZ, SHARED_JPEG):
+        if path.exists():
+            return path
+    return None
+
+
+def fashion_source(root: Path) -> Path | None:
+    for folder in FASHION_DIRS:
+        path = root / folder
+        if all((path / name).exists() for name in FASHION_FILES):
+            return path
+    return None
+
+
+def missing(name: str, given: str | None = None) -> str | None:
+    """None when data set `name` is present; else one line saying how to get it."""
+    root = data_dir(given)
+    found = cifar_source(root) if name == "cifar10" else fashion_source(root)
+    return None if found else f"{name} data not found in {root}: {how_to_get(name)}"
+
+
+def load(name: str, given: str | None = None) -> Images:
+    if name not in DATASETS:
+        raise UserError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}")
+    problem = missing(name, given)
+    if problem:
+        raise UserError(problem)
+    root = data_dir(given)
+    if name == "fashion-mnist":
+        return _load_fashion(fashion_source(root))
+    return _load_cifar(cifar_source(root), root)
+
+
+def _corrupt(path: Path, exc: Exception, name: str) -> UserError:
+    return UserError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}): "
+                     f"delete it and {how_to_get(name)}")
+
+
+def _load_cifar(path: Path, root: Path) -> Images:
+    try:
+        if path.suffix == ".npz":
+            arrays = _decoded_jpeg(path, root)
+        else:
+            arrays = _python_release(path)
+    except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError, tarfile.TarError,
+            zlib.error) as exc:
+        raise _corrupt(path, exc, "cifar10") from None
+    return Images(*arrays, mean=CIFAR_MEAN, std=CIFAR_STD, source=str(path))
+
+
+def _python_release(path: Path) -> tuple[np.ndarray, ...]:
+    """The five training batches and the test batch of the pickled release (dir or archive)."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    if path.is_dir():
+        blobs = {n: (path / n).read_bytes() for n in names}
+    else:
+        with tarfile.open(path, "r:gz") as archive:
+            blobs = {n: archive.extractfile(f"{CIFAR_DIR}/{n}").read() for n in names}
+    batches = [pickle.loads(blobs[n], encoding="bytes") for n in names]
+    xs = [np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches]
+    ys = [np.asarray(b[b"labels"], dtype=np.int64) for b in batches]
+    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5]
+
+
+def _decoded_jpeg(path: Path, root: Path) -> tuple[np.ndarray, ...]:
+    """Decode the JPEG copy once with Pillow; later loads read the cached uint8 arrays."""
+    cache = root / JPEG_CACHE
+    keys = ("train_x", "train_y", "test_x", "test_y")
+    if cache.exists():
+        try:
+            with np.load(cache) as stored:
+                return tuple(stored[k] for k in keys)
+        except (OSError, ValueError, KeyError, zlib.error):
+            pass  # a damaged cache is rebuilt below
+    from PIL import Image
+
+    with np.load(path) as raw:
+        arrays = {}
+        for split in ("train", "test"):
+            blob, offsets = raw[f"{split}_jpeg"], raw[f"{split}_offsets"]
+            images = [np.asarray(Image.open(io.BytesIO(blob[a:b].tobytes())).convert("RGB"))
+                      for a, b in zip(offsets[:-1], offsets[1:])]
+            arrays[f"{split}_x"] = np.stack(images).transpose(0, 3, 1, 2).copy()
+            arrays[f"{split}_y"] = raw[f"{split}_labels"].astype(np.int64)
+    try:
+        write_atomic(cache, lambda f: np.savez(f, **arrays), mode="wb")
+    except OSError:
+        pass  # an unwritable data directory only costs decoding again next time
+    return tuple(arrays[k] for k in keys)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An idx file (big-endian header: magic with the rank in its last byte, then the shape)."""
+    data = gzip.decompress(path.read_bytes())
+    rank = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * rank)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"expected {int(np.prod(shape))} values, found {body.size}")
+    return body.reshape(shape)
+
+
+def _load_fashion(folder: Path) -> Images:
+    arrays = []
+    for name in FASHION_FILES:
+        try:
+            arrays.append(_read_idx(folder / name))
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            raise _corrupt(folder / name, exc, "fashion-mnist") from None
+    train_x, train_y, test_x, test_y = arrays
+    train_x, test_x = train_x[:, None], test_x[:, None]
+    pixels = train_x.astype(np.float64) / 255
+    return Images(train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64),
+                  mean=(float(pixels.mean()),), std=(float(pixels.std()),), source=str(folder))
+
+
+def fetch_cifar10(given: str | None = None, url: str = CIFAR_URL, md5: str = CIFAR_MD5,
+                  progress: bool = True) -> Path:
+    """Download the CIFAR-10 python release into the data directory (resumable, md5-checked)."""
+    from lrorder.vision.download import download
+
+    return download(url, data_dir(given) / CIFAR_ARCHIVE, md5, progress=progress)
+
+
+def add_arguments(parser) -> None:
+    """The arguments of `lrorder data` (see `command`), for the CLI's argparse sub-parser."""
+    parser.add_argument("what", choices=("where", *DATASETS), nargs="?", default="where",
+                        help="where: show the data directory and what is in it; cifar10: download "
+                             "the python release (resumable, md5-checked); fashion-mnist: check it")
+    parser.add_argument("--data-dir", help=f"data directory (default ${ENV}, else {DEFAULT_DIR})")
+
+
+def command(args) -> None:
+    """`lrorder data [where|cifar10|fashion-mnist] [--data-dir DIR]`: get or locate the data.
+
+    Prints which copy of each data set a run would use; raises UserError (one line) when the
+    asked-for data set cannot be had.
+    """
+    root = data_dir(args.data_dir)
+    if args.what == "cifar10":
+        print(f"cifar10: {fetch_cifar10(args.data_dir)}")
+    elif args.what == "fashion-mnist" and fashion_source(root) is None:
+        raise UserError(missing("fashion-mnist", args.data_dir))
+    print(f"data directory: {root}")
+    for name, found in (("cifar10", cifar_source(root)), ("fashion-mnist", fashion_source(root))):
+        print(f"  {name}: {found or 'missing: ' + how_to_get(name)}")

@@ -1,0 +1,72 @@
+"""Figures 1 and 3 of Li, Wei & Ma (2019), drawn from a run's metrics.jsonl only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lrorder.core import figures
+from lrorder.core.rundir import Records
+from lrorder.vision.schedules import milestones
+
+LABELS = {"large": "large LR + anneal", "small": "small LR", "small_noise": "small LR + noise"}
+
+
+def per_epoch(records: Records, method: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs 1..E and the (seeds, E) values of `key` for `method`; NaN where a seed has none."""
+    seeds = records.config["seeds"]
+    epochs = np.arange(1, records.config["config"]["epochs"] + 1)
+    values = np.full((len(seeds), len(epochs)), np.nan)
+    for row, seed in enumerate(seeds):
+        for point in records.series(seed=seed, method=method):
+            if key in point and point[key] is not None:
+                values[row, point["epoch"] - 1] = point[key]
+    return epochs, values
+
+
+def logged_methods(records: Records, methods: Sequence[str]) -> list[str]:
+    return [m for m in methods if records.series(method=m)]
+
+
+def figure1(records: Records, out: Path) -> None:
+    """Figure 1: train and validation accuracy per epoch, large (0.1) vs small (0.01) LR."""
+    methods = logged_methods(records, ("large", "small"))
+    if not methods:
+        return
+    fig, axes = figures.figure(width=6.0)
+    ax = axes[0][0]
+    for color, method in zip(("C0", "C3"), methods):
+        for key, style in (("train_acc", "--"), ("val_acc", "-")):
+            epochs, values = per_epoch(records, method, key)
+            figures.seed_band(ax, epochs, values, f"{LABELS[method]}: {key.split('_')[0]}", color)
+            ax.lines[-1].set_linestyle(style)
+    _mark_anneals(ax, records.config["config"]["lr_schedule"], records.config["config"]["epochs"])
+    ax.set(xlabel="epoch", ylabel="accuracy (%)",
+           title="Figure 1: large LR generalizes better after the anneal")
+    ax.legend(fontsize=8)
+    figures.save(fig, out)
+
+
+def figure3(records: Records, out: Path, anneal: int) -> None:
+    """Figure 3: clean and patch-only validation accuracy per epoch, anneal epoch marked."""
+    methods = logged_methods(records, ("large", "small", "small_noise"))
+    if not methods:
+        return
+    fig, axes = figures.figure(columns=2)
+    for ax, key, title in zip(axes[0], ("clean_acc", "patch_acc"),
+                              ("clean validation images", "patch-only images")):
+        for method in methods:
+            epochs, values = per_epoch(records, method, key)
+            figures.seed_band(ax, epochs, values, LABELS[method])
+        ax.axvline(anneal, color="k", linestyle=":", linewidth=1, label=f"anneal (epoch {anneal})")
+        ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"Figure 3: {title}")
+    axes[0][1].axhline(10, color="grey", linewidth=0.8, linestyle="--", label="chance")
+    axes[0][1].legend(fontsize=8)
+    figures.save(fig, out)
+
+
+def _mark_anneals(ax, schedule: str, epochs: int) -> None:
+    for i, (epoch, _) in enumerate(milestones(schedule, epochs)):
+        ax.axvline(epoch, color="k", linestyle=":", linewidth=1, label="LR anneal" if i == 0 else None)

@@ -1,0 +1,131 @@
+"""The CIFAR recipes end to end through the CLI, on a tiny fake CIFAR-10 in the real format."""
+
+import json
+
+import pytest
+
+import lrorder.vision.recipes  # noqa: F401  (registers the recipes even if another test filled the registry)
+from lrorder.cli import main
+from lrorder.vision import data, experiment
+from lrorder.vision.trainer import Trainer
+from test_vision_data import write_fake_cifar
+
+# the paper's settings (full profile) on a tiny network, data set and run
+TINY = ["--profile", "full", "--set", "depth=10", "--set", "widen=1", "--set", "train_size=200",
+        "--set", "test_size=100", "--set", "epochs=4"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def small_patch_only_set(monkeypatch):
+    monkeypatch.setattr(experiment, "PATCH_ONLY_SIZE", 100)
+
+
+def run(*argv):
+    return main([str(a) for a in argv])
+
+
+def records(out):
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return summary, lines
+
+
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("runs") / "patch"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "PATCH_ONLY_SIZE", 100)
+        assert run("run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY) == 0
+    return out
+
+
+def test_cifar_patch_writes_table2_metrics_and_figure3(patch_run):
+    summary, lines = records(patch_run)
+    assert summary["status"] == "complete"
+    for method in ("large", "small", "small_noise"):
+        for kind in ("clean", "mixed", "patch"):
+            assert f"{kind}_acc_{method}" in summary["metrics"]
+            assert f"{kind}_acc_{method}_last5" in summary["metrics"]
+        assert f"patch_acc_{method}_before_anneal" in summary["metrics"]
+    assert summary["paper"]["clean_acc_small"] == 69.89 and summary["paper"]["mixed_acc_large"] == 95.35
+    assert [(p["method"], p["epoch"]) for p in lines] == [
+        (m, e) for m in ("large", "small", "small_noise") for e in range(1, 5)]
+    # the anneal is at half of the run: lr 0.1 -> 0.004, sigma 0.4 -> 4e-6
+    large = [p for p in lines if p["method"] == "large"]
+    noisy = [p for p in lines if p["method"] == "small_noise"]
+    assert [p["lr"] for p in large] == pytest.approx([0.1, 0.004, 0.004, 0.004])
+    assert [p["sigma"] for p in noisy] == pytest.approx([0.4, 4e-6, 4e-6, 4e-6])
+    assert (patch_run / "figures" / "figure3_patch.png").stat().st_size > 10_000
+    assert "Patch-only accuracy in the epoch before the anneal" in (patch_run / "report.md").read_text()
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, data_dir, patch_run, monkeypatch):
+    calls = {"n": 0}
+    original = Trainer.run_epoch
+
+    def dies_in_the_second_method(self):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "run_epoch", dies_in_the_second_method)
+    out = tmp_path / "patch"
+    argv = ["run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+            "--set", "checkpoint_every=1"]
+    assert run(*argv) == 130
+    assert run("run", "cifar-patch", "--out", out, "--resume") == 0
+    resumed, lines = records(out)
+    reference, reference_lines = records(patch_run)
+    assert resumed["metrics"] == reference["metrics"]
+    strip = [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in lines]
+    assert strip == [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in reference_lines]
+
+
+def test_table1_subset_of_methods_and_figure1(tmp_path, data_dir):
+    out = tmp_path / "table1"
+    assert run("run", "cifar-table1", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+               "--set", "methods=large,small", "--set", "noise_decay=iteration") == 0
+    summary, lines = records(out)
+    assert {"val_acc_large", "val_acc_small", "val_acc_large_last5"} <= set(summary["metrics"])
+    assert "val_acc_small_noise" not in summary["metrics"] and "val_order_holds" not in summary["metrics"]
+    assert summary["paper"]["val_acc_large"] == 90.41
+    # at 4 epochs the default anneals (30%, 60%, 75%) fall on epochs 2, 2 and 3
+    assert [p["lr"] for p in lines if p["method"] == "large"] == pytest.approx([0.1, 0.004, 0.0008, 0.0008])
+    assert (out / "figures" / "figure1_accuracy.png").exists()
+
+
+def test_diverged_method_is_a_status_not_a_traceback(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setattr(Trainer, "lr", lambda self, epoch: float("nan"))
+    out = tmp_path / "nan"
+    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+               "--set", "methods=full_large") == 0
+    summary, lines = records(out)
+    assert summary["status"] == "diverged" and "epoch 1" in summary["problems"][0]
+    assert summary["metrics"]["val_acc_full_large"]["mean"] is None and len(lines) == 1
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["methods=large,huge"], "methods must be a comma-separated subset of large,small,small_noise"),
+    (["lr_schedule=often"], "schedule 'often' is not default"),
+    (["dataset=mnist"], "dataset='mnist' is not valid"),
+])
+def test_bad_settings_are_one_line(tmp_path, capsys, sets, message):
+    argv = ["run", "cifar-patch", "--out", tmp_path / "x"] + [a for s in sets for a in ("--set", s)]
+    assert run(*argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_missing_data_says_what_to_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(data, "SHARED_JPEG", tmp_path / "absent.npz")
+    assert run("run", "cifar-patch", "--out", tmp_path / "x", "--set", f"data_dir={tmp_path}") == 2
+    assert "lrorder data cifar10" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

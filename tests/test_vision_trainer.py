@@ -1,0 +1,118 @@
+"""The trainer: the released code's optimiser, exact resume, clean divergence, shared seeds."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrorder.vision import experiment
+from lrorder.vision.loader import ImageSet
+from lrorder.vision.patch import PatchRule, patchable_mask
+from lrorder.vision.trainer import Method, Optimisation, Trainer
+from lrorder.vision.wrn import WideResNet
+
+NOISY = Method("small_noise", 0.05, "2:0.1", sigma0=0.3, sigma_decay=0.9, sigma_per="iteration")
+
+
+def tiny_sets(n=96):
+    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)
+    rule = PatchRule.draw(3, 10, generator)
+    clean = ImageSet.from_arrays("clean", rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
+                                 rng.integers(0, 10, n), (0.5,) * 3, (0.25,) * 3, "cpu")
+    train = clean.with_patch("train", rule, patchable_mask(n, generator))
+    evals = {"clean": clean, "mixed": train, "patch": ImageSet.blank("patch", train, 50)}
+    return train, evals
+
+
+def trainer(method=NOISY, epochs=3, seed=0):
+    torch.manual_seed(seed)
+    train, evals = tiny_sets()
+    return Trainer(WideResNet(10, 1), method, Optimisation(epochs, batch_size=40), train, evals,
+                   seed, "cpu")
+
+
+def test_optimiser_is_sgd_with_nesterov_momentum_and_weight_decay():
+    group = trainer().optimizer.param_groups[0]
+    assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.9, True, 5e-4)
+
+
+def test_an_epoch_logs_what_the_issue_asks_for_and_follows_the_schedules():
+    t = trainer()
+    first, second = t.run_epoch(), t.run_epoch()
+    assert set(first) >= {"epoch", "lr", "sigma", "train_loss", "train_acc", "clean_acc", "clean_loss",
+                          "mixed_acc", "mixed_loss", "patch_acc", "patch_loss", "train_seconds",
+                          "eval_seconds", "diverged"}
+    assert (first["lr"], second["lr"]) == pytest.approx((0.05, 0.005))
+    # per-iteration decay, 3 steps per epoch (96 images, batch 40, last partial batch kept)
+    assert t.iteration == 6
+    assert second["sigma"] == pytest.approx(0.3 * 0.9 ** 5)  # sigma has no milestone here
+
+
+def test_resume_from_a_checkpoint_is_exact():
+    straight = trainer()
+    records = [straight.run_epoch() for _ in range(3)]
+    first = trainer()
+    first.run_epoch()
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = trainer()
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    tail = [resumed.run_epoch() for _ in range(2)]
+    for key in ("train_loss", "clean_acc", "mixed_loss", "patch_loss"):
+        assert [r[key] for r in tail] == [r[key] for r in records[1:]]
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_a_non_finite_loss_stops_with_diverged_and_the_epoch():
+    t = trainer(Method("large", 0.1))
+    with torch.no_grad():
+        t.model.fc.bias.fill_(math.inf)
+    record = t.run_epoch()
+    assert record["diverged"] and record["epoch"] == 1 and "clean_acc" not in record
+
+
+def test_same_seed_same_run_new_seed_new_run():
+    a, b, c = trainer(seed=3), trainer(seed=3), trainer(seed=4)
+    ra, rb, rc = a.run_epoch(), b.run_epoch(), c.run_epoch()
+    assert ra["train_loss"] == rb["train_loss"] != rc["train_loss"]
+
+
+def test_control_subset_is_exactly_the_never_patched_images_of_the_patch_setting(monkeypatch):
+    train_x = np.arange(500 * 3 * 32 * 32, dtype=np.int64).reshape(500, 3, 32, 32) % 251
+    fake = experiment.data.Images(train_x.astype(np.uint8), np.arange(500) % 10,
+                                  train_x[:200].astype(np.uint8), np.arange(200) % 10,
+                                  (0.5,) * 3, (0.25,) * 3, "fake")
+    monkeypatch.setattr(experiment.data, "load", lambda *args: fake)
+    config = experiment.VisionConfig(train_size=400, test_size=100)
+    control = experiment.build_setting(config, 7, "cpu", patched=False)
+    patch = experiment.build_setting(config, 7, "cpu", patched=True)
+    assert control.trains["full"].size == 400 and control.trains["subset"].size == 80
+    train = patch.trains["train"]
+    never = train.pixels[~train.patchable]
+    assert torch.equal(never, control.trains["subset"].pixels)
+    assert set(patch.evals) == {"clean", "mixed", "patch"} and patch.evals["patch"].size == 1000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_uses_bf16_autocast_and_channels_last():
+    torch.manual_seed(0)
+    train, evals = tiny_sets()
+    t = Trainer(WideResNet(10, 1), NOISY, Optimisation(1), train, evals, 0, "cuda")
+    assert t.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert math.isfinite(t.run_epoch()["train_loss"])
+
+
+def test_benchmark_prints_both_paths_and_their_ratio(capsys):
+    from lrorder.vision import bench
+
+    assert bench.step_flops(16, 10, 1) / 3 / 1e9 == pytest.approx(4.82, abs=0.01)
+    assert bench.cli_main(["--depth", "10", "--widen", "1", "--batch", "8", "--steps", "1", "--rounds", "1",
+                           "--warmup", "0", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "plain fp32 eager (released code)" in out and "lrorder trainer" in out
+    assert "TFLOP/s" in out and "speed-up of the trainer:" in out
