@@ -7,7 +7,8 @@ import pytest
 import lrorder.vision.recipes  # noqa: F401  (registers the recipes even if another test filled the registry)
 from lrorder.cli import main
 from lrorder.vision import data, experiment
-from lrorder.vision.trainer import Trainer
+from lrorder.vision.stacked import StackedTrainer
+from lrorder.vision.trainer import Method, Trainer
 from test_vision_data import write_fake_cifar
 
 # the paper's settings (full profile) on a tiny network, data set and run
@@ -66,27 +67,54 @@ def test_cifar_patch_writes_table2_metrics_and_figure3(patch_run):
     assert "Patch-only accuracy in the epoch before the anneal" in (patch_run / "report.md").read_text()
 
 
-def test_killed_run_resumes_to_the_same_numbers(tmp_path, data_dir, patch_run, monkeypatch):
-    calls = {"n": 0}
-    original = Trainer.run_epoch
+def without_seconds(lines):
+    return [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in lines]
 
-    def dies_in_the_second_method(self):
+
+def killed_and_resumed(out, data_dir, monkeypatch, trainer, call, *sets):
+    """Run cifar-patch, interrupted in the `call`-th epoch of `trainer`, then resume it."""
+    calls = {"n": 0}
+    original = trainer.run_epoch
+
+    def dies(self):
         calls["n"] += 1
-        if calls["n"] == 7:
+        if calls["n"] == call:
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(Trainer, "run_epoch", dies_in_the_second_method)
-    out = tmp_path / "patch"
+    monkeypatch.setattr(trainer, "run_epoch", dies)
     argv = ["run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
-            "--set", "checkpoint_every=1"]
+            "--set", "checkpoint_every=1", *sets]
     assert run(*argv) == 130
     assert run("run", "cifar-patch", "--out", out, "--resume") == 0
-    resumed, lines = records(out)
+    return records(out)
+
+
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, data_dir, patch_run, monkeypatch):
+    resumed, lines = killed_and_resumed(tmp_path / "patch", data_dir, monkeypatch, Trainer, 7)
     reference, reference_lines = records(patch_run)
     assert resumed["metrics"] == reference["metrics"]
-    strip = [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in lines]
-    assert strip == [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in reference_lines]
+    assert without_seconds(lines) == without_seconds(reference_lines)
+
+
+def test_fast_path_run_resumes_exactly_and_logs_what_the_plain_path_logs(tmp_path, data_dir, patch_run,
+                                                                         monkeypatch):
+    fast = ("--set", "fast=on")
+    straight = tmp_path / "straight"
+    assert run("run", "cifar-patch", "--out", straight, "--set", f"data_dir={data_dir}", *TINY, *fast) == 0
+    resumed, lines = killed_and_resumed(tmp_path / "resumed", data_dir, monkeypatch, StackedTrainer, 3,
+                                        *fast)
+    reference, reference_lines = records(straight)
+    assert resumed["metrics"] == reference["metrics"]
+    assert without_seconds(lines) == without_seconds(reference_lines)
+    # every arm's epochs, trained together, carry the plain path's fields and (to float rounding) losses
+    plain = {(p["method"], p["epoch"]): p for p in records(patch_run)[1]}
+    assert [(p["method"], p["epoch"]) for p in lines] == [
+        (m, e) for e in range(1, 5) for m in ("large", "small", "small_noise")]
+    for point in lines:
+        twin = plain[point["method"], point["epoch"]]
+        assert list(point) == list(twin)
+        assert point["train_loss"] == pytest.approx(twin["train_loss"], rel=1e-3)
 
 
 def test_table1_subset_of_methods_and_figure1(tmp_path, data_dir):
@@ -110,6 +138,21 @@ def test_diverged_method_is_a_status_not_a_traceback(tmp_path, data_dir, monkeyp
     summary, lines = records(out)
     assert summary["status"] == "diverged" and "epoch 1" in summary["problems"][0]
     assert summary["metrics"]["val_acc_full_large"]["mean"] is None and len(lines) == 1
+
+
+def test_a_diverged_arm_of_a_stacked_group_stops_while_the_others_go_on(tmp_path, data_dir, monkeypatch):
+    original = Method.lr
+    monkeypatch.setattr(Method, "lr", lambda self, epoch, epochs: float("nan") if self.lr0 == 0.1
+                        else original(self, epoch, epochs))
+    out = tmp_path / "nan"
+    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+               "--set", "methods=full_large,full_small", "--set", "fast=on") == 0
+    summary, lines = records(out)
+    assert summary["status"] == "diverged" and "full_large" in summary["problems"][0]
+    assert summary["metrics"]["val_acc_full_large"]["mean"] is None
+    assert summary["metrics"]["val_acc_full_small"]["mean"] is not None
+    assert [(p["method"], p["epoch"]) for p in lines] == [
+        ("full_large", 1), ("full_small", 1), ("full_small", 2), ("full_small", 3), ("full_small", 4)]
 
 
 @pytest.mark.parametrize("sets, message", [

@@ -1,9 +1,14 @@
-"""Speed of one WideResNet training step: the released code's plain fp32 eager step vs the
-trainer's step (bf16 autocast + channels_last on CUDA), measured in the same process.
+"""Speed of one WideResNet training step, every path measured in the same process: the released
+code's plain fp32 eager step, the plain trainer's step (bf16 autocast + channels_last on CUDA),
+and the fast path (the methods of a recipe stacked in one network, `lrorder.vision.stacked`),
+eager and, on CUDA, captured as a CUDA graph.
 
 FLOPs are counted by torch's FlopCounterMode on one forward and backward pass, so TFLOP/s is
-measured work over measured time. Entry points: `add_arguments` and `command` (for a
-`lrorder bench train-step` verb) and benchmarks/bench_train_step.py (`cli_main`).
+measured work over measured time; a stacked step of M models does M models' work and counts M
+times the images. The projected wall time of a full recipe is its training steps times the
+measured time per model-step (evaluation excluded; `--epoch-images` measures a whole epoch).
+Entry points: `add_arguments` and `command` (for `lrorder bench train-step`) and
+benchmarks/bench_train_step.py (`cli_main`).
 """
 
 from __future__ import annotations
@@ -19,8 +24,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lrorder.vision.loader import ImageSet
 from lrorder.vision.patch import PatchRule, patchable_mask
+from lrorder.vision.stacked import StackedTrainer
 from lrorder.vision.trainer import Method, Optimisation, Trainer
 from lrorder.vision.wrn import WideResNet
+
+PEAK_TFLOPS = 989.0  # H100 SXM dense bf16 tensor-core peak (datasheet)
+# cifar-patch's three methods (Table 2), the ones the fast path stacks
+PATCH_METHODS = (Method("large", 0.1), Method("small", 0.004), Method("small_noise", 0.004, sigma0=0.4))
+RECIPES = {"cifar-patch": (3, 60), "cifar-table1": (3, 200)}  # methods x epochs, --profile full
+TRAIN_IMAGES = 50_000
 
 
 def step_flops(depth: int, widen: int, batch: int) -> int:
@@ -53,7 +65,10 @@ def _time(steps_of: list[Callable[[], object]], steps: int, warmup: int, rounds:
     return [float(np.median(record)) for record in times]
 
 
-def plain_step(depth: int, widen: int, batch: int, device: str) -> Callable[[], object]:
+Step = tuple[Callable[[], object], int]  # a training step and how many models it trains
+
+
+def plain_step(depth: int, widen: int, batch: int, device: str) -> Step:
     """The released code's step: fp32, default memory layout, eager, torch SGD."""
     torch.manual_seed(0)
     model = WideResNet(depth, widen).to(device).train()
@@ -68,7 +83,7 @@ def plain_step(depth: int, widen: int, batch: int, device: str) -> Callable[[], 
         loss.backward()
         optimizer.step()
 
-    return step
+    return step, 1
 
 
 def _random_images(n: int, device: str) -> ImageSet:
@@ -79,7 +94,7 @@ def _random_images(n: int, device: str) -> ImageSet:
                                 channels_last=device == "cuda")
 
 
-def trainer_step(depth: int, widen: int, batch: int, device: str) -> Callable[[], object]:
+def trainer_step(depth: int, widen: int, batch: int, device: str) -> Step:
     """`Trainer.step` on a batch made by the trainer's own on-device image set."""
     torch.manual_seed(0)
     images = _random_images(batch, device)
@@ -87,16 +102,47 @@ def trainer_step(depth: int, widen: int, batch: int, device: str) -> Callable[[]
                       images, {}, 0, device)
     trainer.model.train()
     x, y = images.batch(torch.arange(batch, device=device), trainer.generators["data"])
-    return lambda: trainer.step(x, y)
+    return (lambda: trainer.step(x, y)), 1
+
+
+def fast_step(models: int, graph: bool) -> Callable[[int, int, int, str], Step]:
+    """The fast path's step for the first `models` methods of cifar-patch, as `run_arms` uses it."""
+
+    def make(depth: int, widen: int, batch: int, device: str) -> Step:
+        torch.manual_seed(0)
+        images = _random_images(batch, device)
+        methods = PATCH_METHODS[:models]
+        trainer = StackedTrainer([WideResNet(depth, widen) for _ in methods], methods,
+                                 Optimisation(1, batch), images, {}, 0, device, graph=graph)
+        trainer.model.train()
+        trainer.optimizer.lr.copy_(torch.tensor([m.lr0 for m in methods]))
+        trainer.noise.sigma.copy_(torch.tensor([m.sigma0 for m in methods]))
+        x, y = images.batch(torch.arange(batch, device=device), trainer.generators["data"])
+        return (lambda: trainer.train_step(x, y)), models
+
+    return make
+
+
+def paths(device: str) -> dict[str, Callable[[int, int, int, str], Step]]:
+    """Every path worth timing on `device`; CUDA graphs exist on CUDA only."""
+    found = {"plain fp32 eager (released code)": plain_step,
+             "plain trainer (bf16 + channels_last on CUDA)": trainer_step,
+             "fast: 3 methods stacked, eager": fast_step(3, False)}
+    if device == "cuda":
+        found.update({"fast: 1 model, CUDA graph": fast_step(1, True),
+                      "fast: 3 methods stacked, CUDA graph": fast_step(3, True)})
+    return found
 
 
 RELEASED_EPOCH_S = 13.6  # the released code's full patch-experiment epoch on an H100 (reference file)
 
 
-def epoch_seconds(depth: int, widen: int, batch: int, images: int, device: str) -> tuple[float, float]:
-    """Training and evaluation seconds of one patch-experiment epoch by the trainer: `images`
-    random CIFAR-shaped training images, images / 5 clean and mixed test images, 1,000 patch-only
-    ones, small LR + noise; measured after one warm-up epoch."""
+def epoch_seconds(depth: int, widen: int, batch: int, images: int, device: str,
+                  fast: bool = False) -> tuple[float, float]:
+    """Training and evaluation seconds of one patch-experiment epoch: `images` random
+    CIFAR-shaped training images, images / 5 clean and mixed test images, 1,000 patch-only ones;
+    the plain trainer with small LR + noise, or (`fast`) all three methods stacked (as on a GPU:
+    with the CUDA graph); measured after one warm-up epoch."""
     generator = torch.Generator().manual_seed(0)
     rule = PatchRule.draw(3, 10, generator)
     train = _random_images(images, device).with_patch("train", rule, patchable_mask(images, generator))
@@ -104,21 +150,34 @@ def epoch_seconds(depth: int, widen: int, batch: int, images: int, device: str) 
     mixed = clean.with_patch("mixed", rule, patchable_mask(clean.size, generator))
     evals = {"clean": clean, "mixed": mixed, "patch": ImageSet.blank("patch", mixed, 1000)}
     torch.manual_seed(0)
-    trainer = Trainer(WideResNet(depth, widen), Method("small_noise", 0.004, sigma0=0.4),
-                      Optimisation(2, batch), train, evals, 0, device)
+    if fast:
+        trainer = StackedTrainer([WideResNet(depth, widen) for _ in PATCH_METHODS], PATCH_METHODS,
+                                 Optimisation(2, batch), train, evals, 0, device, graph=device == "cuda")
+    else:
+        trainer = Trainer(WideResNet(depth, widen), PATCH_METHODS[-1], Optimisation(2, batch), train,
+                          evals, 0, device)
     trainer.run_epoch()
     record = trainer.run_epoch()
+    record = record[0] if fast else record
     return record["train_seconds"], record["eval_seconds"]
 
 
 def run(depth: int, widen: int, batch: int, steps: int, warmup: int, device: str,
         rounds: int = 3) -> list[dict]:
+    """One row per path: ms per step, images/s, TFLOP/s, fraction of the bf16 peak, and the
+    projected training wall time of each full recipe."""
     flops = step_flops(depth, widen, batch)
-    paths = {"plain fp32 eager (released code)": plain_step, "lrorder trainer": trainer_step}
-    seconds = _time([make(depth, widen, batch, device) for make in paths.values()], steps, warmup,
-                    rounds, device)
-    return [{"path": name, "ms_per_step": 1e3 * s, "images_per_s": batch / s, "tflops": flops / s / 1e12}
-            for name, s in zip(paths, seconds)]
+    made = [make(depth, widen, batch, device) for make in paths(device).values()]
+    seconds = _time([step for step, _ in made], steps, warmup, rounds, device)
+    rows = []
+    for name, (_, models), s in zip(paths(device), made, seconds):
+        per_model_step = s / models
+        steps_per_epoch = -(-TRAIN_IMAGES // batch)
+        rows.append({"path": name, "models": models, "ms_per_step": 1e3 * s,
+                     "images_per_s": batch / per_model_step, "tflops": flops / per_model_step / 1e12,
+                     "projected_s": {recipe: methods * epochs * steps_per_epoch * per_model_step
+                                     for recipe, (methods, epochs) in RECIPES.items()}})
+    return rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,25 +198,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> None:
-    """Print ms/step, images/s and TFLOP/s of both paths, and the trainer's speed-up."""
+    """Print every path's speed, its ratio to the released code's step per image, and the
+    projected training time of the full recipes."""
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
     rows = run(args.depth, args.widen, args.batch, args.steps, args.warmup, args.device, args.rounds)
     name = (torch.cuda.get_device_name() if args.device == "cuda"
-            else f"CPU, {torch.get_num_threads()} threads")
-    print(f"WRN-{args.depth}-{args.widen}, batch {args.batch}, median of {args.rounds} rounds of "
-          f"{args.steps} steps on {name}")
+            else f"CPU, {torch.get_num_threads()} threads (not a GPU: the bf16 peak is no bound here)")
+    print(f"WRN-{args.depth}-{args.widen}, batch {args.batch} per model, median of {args.rounds} rounds "
+          f"of {args.steps} steps on {name}")
+    base = rows[0]["images_per_s"]
+    print(f"  {'path':<46} {'ms/step':>9} {'img/s':>9} {'TFLOP/s':>9} {'of peak':>8} {'ratio':>6}"
+          + "".join(f" {recipe:>13}" for recipe in RECIPES))
     for row in rows:
-        print(f"  {row['path']:<34} {row['ms_per_step']:9.2f} ms/step {row['images_per_s']:10.0f} img/s "
-              f"{row['tflops']:8.3f} TFLOP/s")
-    print(f"  speed-up of the trainer: {rows[0]['ms_per_step'] / rows[1]['ms_per_step']:.2f}x")
+        print(f"  {row['path']:<46} {row['ms_per_step']:9.2f} {row['images_per_s']:9.0f} "
+              f"{row['tflops']:9.3f} {row['tflops'] / PEAK_TFLOPS:8.2%} {row['images_per_s'] / base:5.2f}x"
+              + "".join(f" {_minutes(row['projected_s'][recipe]):>13}" for recipe in RECIPES))
+    sizes = ", ".join(f"{recipe}: {m} x {e} epochs" for recipe, (m, e) in RECIPES.items())
+    print(f"  img/s and TFLOP/s count every model of a stacked step; 'of peak' is of {PEAK_TFLOPS:.0f} "
+          "TFLOP/s (H100 dense bf16); ratio is img/s over the released code's; the recipe columns are "
+          f"projected training wall times of the full recipes' steps ({sizes} of {TRAIN_IMAGES} "
+          f"images) for the WRN-{args.depth}-{args.widen} above, evaluation excluded")
     if args.epoch_images > 0:
-        train_s, eval_s = epoch_seconds(args.depth, args.widen, args.batch, args.epoch_images, args.device)
-        print(f"one patch-experiment epoch ({args.epoch_images} training images, the three "
-              f"evaluations): train {train_s:.2f} s + eval {eval_s:.2f} s = {train_s + eval_s:.2f} s")
-        if args.epoch_images == 50_000 and (args.depth, args.widen) == (16, 10):
-            print(f"  {RELEASED_EPOCH_S / (train_s + eval_s):.2f}x faster than the released code's "
-                  f"{RELEASED_EPOCH_S} s on an H100 (reference file)")
+        for fast in (False, True):
+            train_s, eval_s = epoch_seconds(args.depth, args.widen, args.batch, args.epoch_images,
+                                            args.device, fast)
+            what = "fast path, 3 methods stacked" if fast else "plain trainer, 1 method"
+            print(f"one patch-experiment epoch ({what}, {args.epoch_images} training images, the three "
+                  f"evaluations): train {train_s:.2f} s + eval {eval_s:.2f} s = {train_s + eval_s:.2f} s")
+            if args.epoch_images == TRAIN_IMAGES and (args.depth, args.widen) == (16, 10):
+                per_method = (train_s + eval_s) / (3 if fast else 1)
+                print(f"  {RELEASED_EPOCH_S / per_method:.2f}x faster per method than the released "
+                      f"code's {RELEASED_EPOCH_S} s on an H100 (reference file); projected with "
+                      "evaluation: " + ", ".join(f"{recipe} {_minutes(m * e * per_method)}"
+                                                 for recipe, (m, e) in RECIPES.items()))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
 
 
 def cli_main(argv: list[str]) -> int:

@@ -4,7 +4,13 @@ training every method ("arm") from the same data, patches and initial weights, r
 Per seed: the data subset, the patch patterns and both patchable masks are drawn from one
 CPU generator seeded by the seed, and the initial weights from `torch.manual_seed(seed)`, so
 every arm of a seed sees the same data and starts from the same network on any device.
-A resume point (ctx.save_state) is written every `checkpoint_every` epochs and after each arm.
+A resume point (ctx.save_state) is written every `checkpoint_every` epochs and after each arm
+(or group of arms trained together).
+
+Arms that share a training set train together on the fast path (`lrorder.vision.stacked`, one
+network for the group; `fast`, on by default with CUDA only) or one by one with the plain
+`Trainer`, the reference. Both log the same fields per arm and epoch; the fast path's lines come
+epoch by epoch, every arm of the group in turn.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from lrorder.core.config import at_least, between, param
 from lrorder.vision import data
 from lrorder.vision.loader import ImageSet
 from lrorder.vision.patch import PatchRule, patchable_mask
+from lrorder.vision.stacked import StackedTrainer
 from lrorder.vision.trainer import Method, Optimisation, Trainer
 from lrorder.vision.wrn import WideResNet
 
@@ -50,6 +57,14 @@ class VisionConfig:
     weight_decay: float = param(5e-4, "L2 weight decay", check=at_least(0), paper=5e-4)
     checkpoint_every: int = param(5, "epochs between resume points (also one after every method)",
                                   check=at_least(1))
+    fast: Literal["auto", "on", "off"] = param(
+        "auto", "train the methods that share a training set at once, stacked in one network "
+        "(same math as one by one, tested on CPU); auto: on with CUDA, off on the CPU (the reference)")
+    cuda_graph: bool = param(False, "with fast on CUDA: capture the training step once as a CUDA "
+                             "graph and replay it (off until measured on a GPU; docs/vision.md)")
+
+    def fast_on(self, device: str) -> bool:
+        return self.fast == "on" or (self.fast == "auto" and device.startswith("cuda"))
 
     def optimisation(self) -> Optimisation:
         return Optimisation(self.epochs, self.batch_size, self.momentum, self.weight_decay)
@@ -131,9 +146,10 @@ def run_arms(ctx, config: VisionConfig, arms: list[Arm], patched: bool) -> dict[
         setting = build_setting(config, seed, ctx.device, patched)
         torch.manual_seed(seed)
         initial = WideResNet(config.depth, config.widen, channels=setting.channels).state_dict()
-        for arm in arms:
-            if arm.name not in state["arms"]:
-                state["arms"][arm.name] = _train_arm(ctx, config, arm, setting, initial, seed, state)
+        for group in _groups(arms, config.fast_on(ctx.device)):
+            todo = [arm for arm in group if arm.name not in state["arms"]]
+            if todo:
+                state["arms"].update(_train_group(ctx, config, todo, setting, initial, seed, state))
                 state["current"] = None
                 ctx.save_state(state)
         state["done"][seed] = {k: v for m in state["arms"].values() for k, v in m.items()}
@@ -142,33 +158,62 @@ def run_arms(ctx, config: VisionConfig, arms: list[Arm], patched: bool) -> dict[
     return {name: [state["done"][s][name] for s in ctx.seeds] for name in state["done"][ctx.seeds[0]]}
 
 
-def _train_arm(ctx, config: VisionConfig, arm: Arm, setting: Setting, initial: Mapping[str, Any],
-               seed: int, state: dict[str, Any]) -> dict[str, float]:
-    model = WideResNet(config.depth, config.widen, channels=setting.channels)
-    model.load_state_dict(initial)
-    trainer = Trainer(model, arm.method, config.optimisation(), setting.trains[arm.train],
-                      setting.evals, seed, ctx.device)
+def _groups(arms: list[Arm], fast: bool) -> list[list[Arm]]:
+    """Arms trained together: on the fast path those sharing a training set, else one by one."""
+    if not fast:
+        return [[arm] for arm in arms]
+    trains = dict.fromkeys(arm.train for arm in arms)
+    return [[arm for arm in arms if arm.train == train] for train in trains]
+
+
+def _trainer(config: VisionConfig, arms: list[Arm], setting: Setting, initial: Mapping[str, Any],
+             seed: int, device: str):
+    """The trainer of a group and a function running one epoch of it: one record per arm."""
+    models = []
+    for _ in arms:
+        models.append(WideResNet(config.depth, config.widen, channels=setting.channels))
+        models[-1].load_state_dict(initial)
+    train = setting.trains[arms[0].train]
+    if config.fast_on(device):
+        trainer = StackedTrainer(models, [arm.method for arm in arms], config.optimisation(), train,
+                                 setting.evals, seed, device, graph=config.cuda_graph)
+        return trainer, trainer.run_epoch
+    plain = Trainer(models[0], arms[0].method, config.optimisation(), train, setting.evals, seed, device)
+    return plain, lambda: [plain.run_epoch()]
+
+
+def _train_group(ctx, config: VisionConfig, arms: list[Arm], setting: Setting,
+                 initial: Mapping[str, Any], seed: int, state: dict[str, Any]
+                 ) -> dict[str, dict[str, float]]:
+    """Train the arms of one group to the end (or to divergence); returns each arm's metrics."""
+    trainer, run_epoch = _trainer(config, arms, setting, initial, seed, ctx.device)
+    key = "+".join(arm.name for arm in arms)
     current = state.get("current")
-    history: list[dict[str, Any]] = []
-    if current and current["arm"] == arm.name:
+    history: dict[str, list[dict[str, Any]]] = {arm.name: [] for arm in arms}
+    if current and current["arm"] == key:
         trainer.load_state_dict(current["trainer"])
         history = current["history"]
-    bar = ctx.progress(config.epochs, f"seed {seed} {arm.name}")
+    live = [arm.name for arm in arms if len(history[arm.name]) == trainer.epoch]  # not diverged
+    bar = ctx.progress(config.epochs, f"seed {seed} {key}")
     bar.update(trainer.epoch)
-    while trainer.epoch < config.epochs:
-        record = trainer.run_epoch()
-        ctx.log(seed=seed, method=arm.name, data=setting.source, **record)
+    while trainer.epoch < config.epochs and live:
+        for arm, record in zip(arms, run_epoch()):
+            if arm.name not in live:
+                continue
+            ctx.log(seed=seed, method=arm.name, data=setting.source, **record)
+            if record["diverged"]:
+                ctx.diverged(f"seed {seed} {arm.name}: non-finite training loss in epoch {record['epoch']}")
+                live.remove(arm.name)
+                continue
+            history[arm.name].append(record)
+            bar.set_postfix({k: f"{v:.1f}" for k, v in record.items() if k.endswith("_acc")})
         bar.update()
-        bar.set_postfix({k: f"{v:.1f}" for k, v in record.items() if k.endswith("_acc")})
-        if record["diverged"]:
-            ctx.diverged(f"seed {seed} {arm.name}: non-finite training loss in epoch {record['epoch']}")
-            break
-        history.append(record)
-        if trainer.epoch % config.checkpoint_every == 0 and trainer.epoch < config.epochs:
-            state["current"] = {"arm": arm.name, "trainer": trainer.state_dict(), "history": history}
+        if live and trainer.epoch % config.checkpoint_every == 0 and trainer.epoch < config.epochs:
+            state["current"] = {"arm": key, "trainer": trainer.state_dict(), "history": history}
             ctx.save_state(state)
     bar.close()
-    return arm_metrics(arm.name, history, setting.evals, config.epochs)
+    return {arm.name: arm_metrics(arm.name, history[arm.name], setting.evals, config.epochs)
+            for arm in arms}
 
 
 def arm_metrics(arm: str, history: list[dict[str, Any]], evals: Mapping[str, Any],

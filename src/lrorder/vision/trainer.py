@@ -38,6 +38,15 @@ class Method:
     sigma_decay: float = 1.0
     sigma_per: Literal["epoch", "iteration"] = "epoch"
 
+    def lr(self, epoch: int, epochs: int) -> float:
+        """Learning rate of 1-based `epoch` in a run of `epochs`."""
+        return schedules.lr_at(self.lr0, schedules.milestones(self.lr_schedule, epochs), epoch)
+
+    def sigma(self, epoch: int, iteration: int, epochs: int) -> float:
+        """Noise level at 1-based `epoch` and 0-based global `iteration` in a run of `epochs`."""
+        return schedules.sigma_at(self.sigma0, schedules.milestones(self.sigma_schedule, epochs),
+                                  self.sigma_decay, self.sigma_per, epoch, iteration)
+
 
 @dataclasses.dataclass(frozen=True)
 class Optimisation:
@@ -47,6 +56,27 @@ class Optimisation:
     batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
+
+
+def autocast(cuda: bool, cache: bool = True):
+    """bf16 autocast on CUDA; fp32 (no autocast) on the CPU, the reference. A step captured as a
+    CUDA graph must not cache casts across the capture (`cache=False`; each weight is cast once
+    per forward anyway)."""
+    if cuda:
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=cache)
+    return contextlib.nullcontext()
+
+
+def seeded_generators(seed: int, device: str) -> dict[str, torch.Generator]:
+    """One generator per random stream, seeded from the seed alone, so every arm of a seed sees
+    the same batches, patch draws, noise maps and evaluation draws (as in the released code)."""
+    return {name: torch.Generator(device).manual_seed(seed * 1000 + i)
+            for i, name in enumerate(("data", "noise", "eval"))}
+
+
+def sync(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
 
 
 class Trainer:
@@ -62,26 +92,19 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=method.lr0,
                                          momentum=optim.momentum, nesterov=True,
                                          weight_decay=optim.weight_decay)
-        self.generators = {name: torch.Generator(device).manual_seed(seed * 1000 + i)
-                           for i, name in enumerate(("data", "noise", "eval"))}
+        self.generators = seeded_generators(seed, device)
         self.model.noise.generator = self.generators["noise"]
-        self.lr_steps = schedules.milestones(method.lr_schedule, optim.epochs)
-        self.sigma_steps = schedules.milestones(method.sigma_schedule, optim.epochs)
         self.epoch = 0  # epochs completed
         self.iteration = 0  # training steps completed
 
     def autocast(self):
-        if self.cuda:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.cuda)
 
     def lr(self, epoch: int) -> float:
-        return schedules.lr_at(self.method.lr0, self.lr_steps, epoch)
+        return self.method.lr(epoch, self.optim.epochs)
 
     def sigma(self, epoch: int, iteration: int) -> float:
-        m = self.method
-        return schedules.sigma_at(m.sigma0, self.sigma_steps, m.sigma_decay, m.sigma_per,
-                                  epoch, iteration)
+        return self.method.sigma(epoch, iteration, self.optim.epochs)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step on the batch; returns its summed loss and hits, left on the device."""
@@ -130,19 +153,15 @@ class Trainer:
         """Train one epoch and evaluate; `diverged` is True when the training loss is not finite."""
         start = time.perf_counter()
         record = self.train_epoch()
-        self._sync()
+        sync(self.cuda)
         middle = time.perf_counter()
         self.epoch += 1
         diverged = not math.isfinite(record["train_loss"])
         if not diverged:
             record.update(self.evaluate())
-        self._sync()
+        sync(self.cuda)
         return {"epoch": self.epoch, **record, "train_seconds": middle - start,
                 "eval_seconds": time.perf_counter() - middle, "diverged": diverged}
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

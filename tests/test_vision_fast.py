@@ -1,0 +1,183 @@
+"""The fast path computes what the plain `Trainer` computes: several models stacked in one
+network, trained by one fused Nesterov SGD, give every model's own losses, parameters, BatchNorm
+statistics and evaluations (CPU, fp32, tight tolerance).
+
+In fp32 the two paths round differently (grouped vs single convolutions); at lr 0.1 on random
+images a difference of 1e-7 flips a few ReLUs within a few steps and then grows, so the long
+comparison is also made in float64, where the paths agree to 1e-12 at every step."""
+
+import io
+
+import pytest
+import torch
+
+from lrorder.vision.stacked import NesterovSGD, StackedTrainer, stack_states, unstack_state
+from lrorder.vision.trainer import Method, Optimisation, Trainer
+from lrorder.vision.wrn import WideResNet
+from test_vision_trainer import tiny_sets
+
+# three methods with different learning rates, schedules and noise
+METHODS = [Method("large", 0.1, "2:0.04"),
+           Method("small_noise", 0.02, sigma0=0.4, sigma_schedule="2:0.5"),
+           Method("noise_per_iteration", 0.05, sigma0=0.3, sigma_decay=0.9, sigma_per="iteration")]
+TOL = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def models():
+    """Different initial weights per model, so that any cross-talk between models would show."""
+    nets = []
+    for seed in range(len(METHODS)):
+        torch.manual_seed(seed)
+        nets.append(WideResNet(10, 1))
+    return nets
+
+
+def both_paths(epochs=2):
+    train, evals = tiny_sets()
+    optim = Optimisation(epochs, batch_size=40)
+    plain = [Trainer(net, method, optim, train, evals, 0, "cpu") for net, method in zip(models(), METHODS)]
+    stacked = StackedTrainer(models(), METHODS, optim, train, evals, 0, "cpu")
+    return plain, stacked
+
+
+def test_stacking_a_state_and_unstacking_it_is_the_identity():
+    states = [net.state_dict() for net in models()]
+    for original, back in zip(states, unstack_state(stack_states(states), len(states))):
+        assert original.keys() == back.keys()
+        assert all(torch.equal(original[k], back[k]) for k in original)
+
+
+def test_a_stacked_forward_is_every_model_forward():
+    nets = models()
+    stacked = WideResNet(10, 1, models=len(nets))
+    stacked.load_state_dict(stack_states([net.state_dict() for net in nets]))
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        logits = stacked.eval()(x)
+        for m, net in enumerate(nets):
+            torch.testing.assert_close(logits[:, m], net.eval()(x), **TOL)
+
+
+def test_fused_optimizer_is_torch_sgd_with_nesterov_and_weight_decay_per_model_lr():
+    torch.manual_seed(0)
+    lrs = [0.1, 0.01, 0.5]
+    params = [torch.nn.Parameter(torch.randn(3 * 4, 5)), torch.nn.Parameter(torch.randn(3, 2, 2))]
+    singles = [[torch.nn.Parameter(p.detach().chunk(3)[m].clone()) for p in params] for m in range(3)]
+    fused = NesterovSGD(params, torch.tensor(lrs), momentum=0.9, weight_decay=5e-4)
+    references = [torch.optim.SGD(ps, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+                  for ps, lr in zip(singles, lrs)]
+    for _ in range(4):
+        grads = [torch.randn_like(p) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        fused.step()
+        for m, (ps, reference) in enumerate(zip(singles, references)):
+            for p, g in zip(ps, grads):
+                p.grad = g.chunk(3)[m].clone()
+            reference.step()
+    for m, ps in enumerate(singles):
+        for p, stacked in zip(ps, params):
+            torch.testing.assert_close(stacked.detach().chunk(3)[m], p.detach(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(params=[(torch.float32, 3, TOL), (torch.float64, 6, {"rtol": 1e-12, "atol": 1e-12})],
+                ids=["fp32-3-steps", "fp64-6-steps"])
+def precision(request):
+    """One thread: fp32 sums in another order with more threads, and at lr 0.1 a 1e-7
+    difference that flips a ReLU grows within a few steps (float64 shows the math is equal)."""
+    dtype, steps, tolerance = request.param
+    default, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(1)
+    yield dtype, steps, tolerance
+    torch.set_default_dtype(default)
+    torch.set_num_threads(threads)
+
+
+def test_every_step_has_each_models_own_loss_and_the_final_state_matches(precision):
+    dtype, steps, tolerance = precision
+    plain, stacked = both_paths()
+    generator = torch.Generator().manual_seed(5)
+    for trainer in (*plain, stacked):
+        trainer.model.train()
+    for step in range(steps):
+        x, y = plain[0].train_set.batch(torch.randperm(96, generator=generator)[:24], generator)
+        x = x.to(dtype)
+        sigmas = [m.sigma(1, step, 2) for m in METHODS]
+        stacked.noise.sigma.copy_(torch.tensor(sigmas))
+        stacked.optimizer.lr.copy_(torch.tensor([m.lr(1, 2) for m in METHODS]))
+        out = stacked.step(x, y)
+        for m, (trainer, sigma) in enumerate(zip(plain, sigmas)):
+            trainer.model.noise.sigma = sigma
+            loss, hits = trainer.step(x, y)
+            torch.testing.assert_close(out[0, m], loss, **tolerance)
+            assert out[1, m] == hits
+    for trainer, state in zip(plain, stacked.models()):
+        for key, value in trainer.model.state_dict().items():
+            torch.testing.assert_close(state[key], value, **tolerance, msg=key)
+
+
+def test_epochs_log_the_same_records_as_the_plain_trainer():
+    plain, stacked = both_paths()
+    for _ in range(2):
+        fast = stacked.run_epoch()
+        for trainer, record in zip(plain, fast):
+            reference = trainer.run_epoch()
+            assert list(record) == list(reference)
+            for key, value in reference.items():
+                if not key.endswith("seconds"):
+                    assert record[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    for trainer, state in zip(plain, stacked.models()):
+        for key in ("features.4.running_mean", "features.4.running_var", "fc.weight"):
+            torch.testing.assert_close(state[key], trainer.model.state_dict()[key], **TOL)
+
+
+def test_resume_of_a_stacked_trainer_is_exact():
+    _, straight = both_paths(epochs=3)
+    records = [straight.run_epoch() for _ in range(3)]
+    _, first = both_paths(epochs=3)
+    first.run_epoch()
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    _, resumed = both_paths(epochs=3)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    tail = [resumed.run_epoch() for _ in range(2)]
+    strip = [[{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rs] for rs in records[1:]]
+    assert [[{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rs] for rs in tail] == strip
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_graph_replays_the_eager_step_and_resumes():
+    """10 steps per epoch: 3 eager warm-up steps, the capture, replays, an eager partial batch."""
+    train, evals = tiny_sets(n=390, device="cuda")
+    optim = Optimisation(3, batch_size=40)
+
+    def trainer(graph):
+        return StackedTrainer(models(), METHODS, optim, train, evals, 0, "cuda", graph=graph)
+
+    eager, graphed = trainer(False), trainer(True)
+    for _ in range(2):
+        for a, b in zip(eager.run_epoch(), graphed.run_epoch()):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-2)
+            assert a["clean_acc"] == pytest.approx(b["clean_acc"], abs=5)
+    resumed = trainer(True)
+    resumed.load_state_dict(graphed.state_dict())
+    for a, b in zip(graphed.run_epoch(), resumed.run_epoch()):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-2)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_a_diverging_model_leaves_the_others_untouched(device):
+    """A kernel that mixed the models (a block-diagonal dense conv would: NaN * 0 = NaN) fails this."""
+    train, evals = tiny_sets(device=device)
+    optim = Optimisation(1, batch_size=40)
+    healthy = StackedTrainer(models(), METHODS, optim, train, evals, 0, device)
+    broken = StackedTrainer(models(), METHODS, optim, train, evals, 0, device)
+    with torch.no_grad():
+        broken.model.fc.bias[0].fill_(float("inf"))
+    good, bad = healthy.run_epoch(), broken.run_epoch()
+    assert bad[0]["diverged"] and "clean_acc" not in bad[0]
+    assert [r["train_loss"] for r in good[1:]] == [r["train_loss"] for r in bad[1:]]
+    assert [r["clean_acc"] for r in good[1:]] == [r["clean_acc"] for r in bad[1:]]
