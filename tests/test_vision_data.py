@@ -106,6 +106,10 @@ def test_jpeg_copy_is_decoded_once_into_a_uint8_cache(tmp_path, no_shared_copies
     assert (tmp_path / data.JPEG_CACHE).exists()
     (tmp_path / data.JPEG_NPZ).write_bytes(b"")  # the cache alone must now suffice
     np.testing.assert_array_equal(data.load("cifar10", tmp_path).train_x, first.train_x)
+    (tmp_path / data.JPEG_CACHE).unlink()
+    (tmp_path / data.JPEG_NPZ).write_bytes(b"PK\x03\x04 not a whole zip file")
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        data.load("cifar10", tmp_path)
 
 
 def test_fashion_mnist_from_its_idx_files(tmp_path, no_shared_copies):

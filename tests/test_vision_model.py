@@ -38,6 +38,14 @@ def test_noise_is_one_hw_map_per_call_broadcast_over_batch_and_channels():
     assert torch.equal(relu(torch.full((4, 3, 5, 6), 10.0)), torch.full((4, 3, 5, 6), 10.0))
 
 
+def test_noise_is_added_before_the_relu_not_after():
+    """relu(x + sigma n) at x = -10, sigma 0.5: zero wherever n < 20, never -10 + sigma n."""
+    noise = NoiseSource(torch.Generator().manual_seed(1))
+    noise.sigma = 0.5
+    out = NoisyReLU(noise)(torch.full((2, 3, 5, 6), -10.0))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
 def test_noise_sits_before_every_relu_and_evaluation_is_noise_free():
     model = WideResNet(10, 1)
     relus = [m for m in model.modules() if isinstance(m, NoisyReLU)]

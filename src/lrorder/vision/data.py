@@ -18,6 +18,7 @@ import io
 import os
 import pickle
 import tarfile
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def _load_cifar(path: Path, root: Path) -> Images:
         else:
             arrays = _python_release(path)
     except (OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError, tarfile.TarError,
-            zlib.error) as exc:
+            zipfile.BadZipFile, zlib.error) as exc:
         raise _corrupt(path, exc, "cifar10") from None
     return Images(*arrays, mean=CIFAR_MEAN, std=CIFAR_STD, source=str(path))
 
@@ -143,7 +144,7 @@ def _decoded_jpeg(path: Path, root: Path) -> tuple[np.ndarray, ...]:
         try:
             with np.load(cache) as stored:
                 return tuple(stored[k] for k in keys)
-        except (OSError, ValueError, KeyError, zlib.error):
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
             pass  # a damaged cache is rebuilt below
     from PIL import Image
 
