@@ -1,0 +1,123 @@
+"""The P/Q data distribution of Li, Wei & Ma (2019), Section 2 (eq. 2.1-2.5), batched over seeds.
+
+An example is x = (x1, x2): x1 in R^d is the P part (two half-Gaussians with margin gamma0
+along a unit w*), x2 in R^d the Q part (alpha z or alpha (z + b zeta), |zeta| = r, zeta ⟂ z).
+x2 always lies in the plane spanned by z and zeta, so it is stored exactly as its coordinates
+in the orthonormal basis (z, zeta / r): (alpha, 0) for y = +1 and (alpha, alpha b r) for y = -1.
+Because x2 = alpha * ray with alpha >= 0, it is also stored as (alpha, ray index), which lets a
+ReLU block that sees x2 alone be evaluated on the three rays z, z + zeta, z - zeta only
+(positive homogeneity), see `lrorder.theory.model`. `embed_x2` maps back to R^d.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+P_ONLY, Q_ONLY, BOTH = 0, 1, 2  # example types: eq. 2.2, 2.3, 2.4
+KINDS = {"p_only": P_ONLY, "q_only": Q_ONLY, "both": BOTH}
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+    """The knobs of Section 2; `paper_defaults` fills them from Assumption 3.3."""
+
+    d: int
+    r: float
+    p0: float
+    q0: float
+
+    @property
+    def gamma0(self) -> float:
+        """Margin of P along w* (Section 2: gamma0 = 1/sqrt(d))."""
+        return 1.0 / math.sqrt(self.d)
+
+    def rays(self, device=None) -> torch.Tensor:
+        """[3, 2]: z, z + zeta, z - zeta in the basis (z, zeta / r); ray 0 has label +1 (eq. 2.5)."""
+        return torch.tensor([[1.0, 0.0], [1.0, self.r], [1.0, -self.r]], device=device)
+
+
+def paper_defaults(d: int, kappa: float) -> dict[str, float]:
+    """Assumption 3.3: N/d = 1/kappa^2, r = d^-3/4, p0 = kappa^2/2, lambda = d^-5/4."""
+    return {"n_train": round(d / kappa**2), "r": d**-0.75, "p0": kappa**2 / 2, "lam": d**-1.25}
+
+
+@dataclasses.dataclass(frozen=True)
+class Directions:
+    """Per-seed unit w* (P), unit z and unit zeta/r (Q), drawn at random (not axis-aligned)."""
+
+    w_star: torch.Tensor  # [S, d]
+    z: torch.Tensor  # [S, d]
+    zeta_unit: torch.Tensor  # [S, d], orthogonal to z
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """A batch of examples for S seeds: x1 is zero where there is no P part, alpha zero where no Q."""
+
+    x1: torch.Tensor  # [S, n, d]
+    alpha: torch.Tensor  # [S, n], the Q part's scale, U[0, 1]
+    ray: torch.Tensor  # [S, n] long: 0 for y = +1, 1 or 2 (b = +1 or -1) for y = -1
+    y: torch.Tensor  # [S, n] in {-1, +1}
+    kind: torch.Tensor  # [S, n] long: P_ONLY, Q_ONLY or BOTH
+
+    def x2(self, rays: torch.Tensor) -> torch.Tensor:
+        """[S, n, 2]: the Q part in the basis (z, zeta / r)."""
+        return self.alpha[..., None] * rays[self.ray]
+
+    def has_p(self) -> torch.Tensor:
+        return self.kind != Q_ONLY
+
+    def has_q(self) -> torch.Tensor:
+        return self.kind != P_ONLY
+
+    def with_x1_only(self) -> Examples:
+        return dataclasses.replace(self, alpha=torch.zeros_like(self.alpha))
+
+    def with_x2_only(self) -> Examples:
+        return dataclasses.replace(self, x1=torch.zeros_like(self.x1))
+
+
+def directions(dist: Distribution, seeds: list[int], device=None) -> Directions:
+    """Random orthonormal pair (z, zeta/r) and an independent unit w* per seed."""
+    parts = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(1_000_003 * seed + 1)
+        gaussian = torch.randn(3, dist.d, generator=gen, dtype=torch.float64)
+        w_star = gaussian[0] / gaussian[0].norm()
+        plane, _ = torch.linalg.qr(gaussian[1:].T)  # [d, 2] orthonormal
+        parts.append(torch.stack([w_star, plane[:, 0], plane[:, 1]]))
+    stacked = torch.stack(parts).float().to(device)
+    return Directions(stacked[:, 0], stacked[:, 1], stacked[:, 2])
+
+
+def sample(dist: Distribution, dirs: Directions, n: int, gen: torch.Generator) -> Examples:
+    """n i.i.d. examples per seed from eq. 2.1-2.5, all seeds at once."""
+    seeds, d = dirs.w_star.shape
+    device = dirs.w_star.device
+
+    def uniform(*shape):
+        return torch.rand(*shape, generator=gen, device=device)
+
+    y = torch.where(uniform(seeds, n) < 0.5, -1.0, 1.0)
+    u = uniform(seeds, n)
+    kind = torch.full_like(y, BOTH, dtype=torch.long)
+    kind[u < dist.p0] = P_ONLY
+    kind[(u >= dist.p0) & (u < dist.p0 + dist.q0)] = Q_ONLY
+    noise = torch.randn(seeds, n, d, generator=gen, device=device) / math.sqrt(d)
+    along = torch.einsum("snd,sd->sn", noise, dirs.w_star)
+    # half-Gaussian: reflect the w* component to the label's side, then shift by the margin
+    shift = (y * along.abs() - along + y * dist.gamma0)[..., None] * dirs.w_star[:, None, :]
+    x1 = (noise + shift) * (kind != Q_ONLY)[..., None]
+    b_negative = uniform(seeds, n) < 0.5
+    ray = torch.where(y > 0, 0, torch.where(b_negative, 2, 1))
+    alpha = uniform(seeds, n) * (kind != P_ONLY)
+    return Examples(x1=x1, alpha=alpha, ray=ray, y=y, kind=kind)
+
+
+def embed_x2(x2_plane: torch.Tensor, dirs: Directions) -> torch.Tensor:
+    """[S, n, 2] plane coordinates -> [S, n, d] vectors alpha z + alpha b zeta in R^d."""
+    basis = torch.stack([dirs.z, dirs.zeta_unit], dim=1)  # [S, 2, d]
+    return torch.einsum("snk,skd->snd", x2_plane, basis)

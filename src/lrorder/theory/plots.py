@@ -1,0 +1,78 @@
+"""Figures of the theory recipes, drawn from a run directory's records alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lrorder.core import figures
+from lrorder.core.rundir import Records
+from lrorder.theory.probes import LINEAR_Q_ERR
+
+LABELS = {"ls": "L-S (large then small LR)", "s": "S (small LR)", "s_noise": "S + pre-activation noise"}
+KINDS = (("p_only_err", "P only"), ("q_only_err", "Q only"), ("both_err", "both"), ("test_err", "all"))
+
+
+def _per_seed_series(records: Records, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Probe steps and a [seeds, steps] array of the logged value `name`."""
+    seeds = records.config["seeds"]
+    rows = [records.series(seed=s) for s in seeds]
+    steps = np.array([p["step"] for p in rows[0] if name in p])
+    values = np.array([[p.get(name, np.nan) for p in row if name in p][: len(steps)] for row in rows],
+                      dtype=float)
+    return steps, values
+
+
+def learning_order(records: Records, methods: list[str], out: Path) -> None:
+    """Per method: W-part error on P and V-part error on Q vs iteration, seed bands, anneal marked."""
+    fig, axes = figures.figure(columns=len(methods), width=4.6)
+    metrics = records.summary["metrics"] if records.summary else {}
+    for ax, method in zip(axes[0], methods):
+        for name, label, color in ((f"w_on_p_err_{method}", "W-part on P", "C0"),
+                                   (f"v_on_q_err_{method}", "V-part on Q", "C3")):
+            steps, values = _per_seed_series(records, name)
+            if steps.size:
+                figures.seed_band(ax, steps, values, label, color=color)
+        anneal = metrics.get(f"anneal_iter_{method}")
+        if anneal and np.isfinite(anneal["mean"]):
+            ax.axvline(anneal["mean"], color="k", linestyle="--", linewidth=1, label="anneal (mean)")
+        ax.axhline(LINEAR_Q_ERR, color="gray", linestyle=":", linewidth=1, label="linear part of Q only")
+        ax.set(xlabel="iteration", ylabel="test error of the part", ylim=(-0.02, 0.6),
+               title=LABELS.get(method, method))
+    axes[0][0].legend(fontsize=7)
+    figures.save(fig, out)
+
+
+def final_errors(records: Records, methods: list[str], out: Path) -> None:
+    """Final test error per example type and method, mean ± standard error over seeds."""
+    metrics = records.summary["metrics"]
+    fig, axes = figures.figure(width=6.0)
+    ax = axes[0][0]
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        stats = [metrics[f"{kind}_{method}"] for kind, _ in KINDS]
+        means = [s["mean"] for s in stats]
+        errors = [s["std"] / np.sqrt(len(s["per_seed"])) for s in stats]
+        ax.bar(np.arange(len(KINDS)) + (i - (len(methods) - 1) / 2) * width, means, width, yerr=errors,
+               capsize=3, label=LABELS.get(method, method))
+    ax.set_xticks(range(len(KINDS)), [label for _, label in KINDS])
+    ax.set(ylabel="final test error (mean ± s.e. over seeds)", title="Final test error by example type")
+    ax.legend(fontsize=8)
+    figures.save(fig, out)
+
+
+def scaling(kappas: np.ndarray, ratio: np.ndarray, out: Path, xlabel: str = "kappa") -> None:
+    """test_err_ls / test_err_s per seed vs kappa on log-log axes, beside a line through O(kappa)."""
+    fig, axes = figures.figure()
+    ax = axes[0][0]
+    for column, kappa in enumerate(kappas):
+        ax.plot(np.full(ratio.shape[0], kappa), ratio[:, column], ".", color="C0", alpha=0.4)
+    mean = np.nanmean(ratio, axis=0)
+    ax.plot(kappas, mean, "o-", color="C0", label="measured: test err L-S / S (mean, seeds as dots)")
+    anchor = mean[np.isfinite(mean)][0] / kappas[np.isfinite(mean)][0] if np.isfinite(mean).any() else 1.0
+    ax.plot(kappas, anchor * kappas, "k--", label="O(kappa) (Theorems 3.4, 3.5), through the first point")
+    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="test error ratio L-S / S",
+           title="Does the gap scale as the paper says?")
+    ax.legend(fontsize=8)
+    figures.save(fig, out)

@@ -1,0 +1,122 @@
+"""The two-layer network of Section 2: hand-derived gradients against autograd, the exact plane
+reduction of x2 against the R^d form, and Lemma 4.2's quantity."""
+
+import pytest
+import torch
+
+from lrorder.theory import data, model
+
+D, SEEDS, METHODS = 12, 2, 3
+
+
+def setting(structure, dtype=torch.float64):
+    dist = data.Distribution(d=D, r=0.3, p0=0.2, q0=0.4)
+    dirs = data.directions(dist, list(range(SEEDS)))
+    gen = torch.Generator().manual_seed(0)
+    ex = data.sample(dist, dirs, 40, gen)
+    ex = data.Examples(ex.x1.to(dtype), ex.alpha.to(dtype), ex.ray, ex.y.to(dtype), ex.kind)
+    arch = model.architecture(structure, (7, 9), D, dist.rays().to(dtype), SEEDS, gen)
+    arch = model.Architecture(tuple(model.Block(b.sees, b.u.to(dtype)) for b in arch.blocks), arch.rays, D)
+    weights = [w.to(dtype) for w in model.init_weights(arch, METHODS, 0.5, gen)]
+    weights = [w + 0.1 * torch.randn(w.shape, generator=gen, dtype=dtype) for w in weights]  # methods differ
+    return dist, dirs, ex, arch, weights, gen
+
+
+def autograd_grad(arch, weights, ex, noise=None):
+    leaves = [w.clone().requires_grad_() for w in weights]
+    loss = model.logistic(model.output(arch, leaves, ex, noise), ex.y).mean(-1).sum()
+    return torch.autograd.grad(loss, leaves)
+
+
+@pytest.mark.parametrize("structure", ["wv", "u"])
+@pytest.mark.parametrize("noise_kind", ["none", "per_neuron", "per_example"])
+def test_hand_gradient_matches_autograd(structure, noise_kind):
+    _, _, ex, arch, weights, gen = setting(structure)
+    noise = None
+    if noise_kind != "none":
+        examples = ex.y.shape[-1] if noise_kind == "per_example" else 1
+        noise = [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen, dtype=torch.float64)
+                 for b in arch.blocks]
+    _, grads = model.loss_and_grad(arch, weights, ex, noise)
+    for mine, reference in zip(grads, autograd_grad(arch, weights, ex, noise)):
+        torch.testing.assert_close(mine, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_v_on_the_rays_equals_v_on_every_example():
+    """Positive homogeneity: evaluating V on z, z +- zeta and scaling by alpha is exact."""
+    _, _, ex, arch, weights, gen = setting("wv")
+    zero_noise = [torch.zeros(METHODS, SEEDS, 1, b.width, dtype=torch.float64) for b in arch.blocks]
+    out_rays, grads_rays = model.loss_and_grad(arch, weights, ex)
+    out_each, grads_each = model.loss_and_grad(arch, weights, ex, zero_noise)  # noise forces per example
+    torch.testing.assert_close(out_rays, out_each)
+    for a, b in zip(grads_rays, grads_each):
+        torch.testing.assert_close(a, b)
+
+
+def test_plane_basis_equals_the_full_d_computation():
+    """V kept as [k, 2] in the basis (z, zeta/r) gives the output and gradient of V in R^{k x d};
+    the gradient has no component off the plane, so the other columns only carry noise."""
+    _, dirs, ex, arch, weights, gen = setting("wv")
+    block = arch.blocks[1]
+    basis = torch.stack([dirs.z, dirs.zeta_unit], dim=1).double()  # [S, 2, d]
+    v_full = torch.randn(METHODS, SEEDS, block.width, D, generator=gen, dtype=torch.float64)
+    v_full.requires_grad_()
+    x2_full = data.embed_x2(ex.x2(arch.rays), data.Directions(dirs.w_star.double(), dirs.z.double(),
+                                                               dirs.zeta_unit.double()))
+    out_full = torch.einsum("msnk,sk->msn", torch.einsum("snd,mskd->msnk", x2_full, v_full).relu(), block.u)
+    loss = model.logistic(out_full, ex.y).mean(-1).sum()
+    (grad_full,) = torch.autograd.grad(loss, v_full)
+    v_plane = torch.einsum("mskd,sjd->mskj", v_full.detach(), basis)
+    x2_only = ex.with_x2_only()
+    plane_weights = [weights[0], v_plane]
+    torch.testing.assert_close(model.output(arch, plane_weights, x2_only), out_full.detach())
+    _, grads = model.loss_and_grad(arch, plane_weights, x2_only)
+    torch.testing.assert_close(grads[1], torch.einsum("mskd,sjd->mskj", grad_full, basis))
+    off_plane = grad_full - torch.einsum("mskj,sjd->mskd", grads[1], basis)
+    assert off_plane.abs().max() < 1e-12
+
+
+def test_parts_add_up_to_the_output_of_the_structured_net():
+    """f = r + g for the W/V structure (eq. 3.5-3.6)."""
+    _, _, ex, arch, weights, _ = setting("wv")
+    r, g = model.parts(arch, weights, ex)
+    torch.testing.assert_close(r + g, model.output(arch, weights, ex))
+
+
+def test_lemma42_vanishes_for_a_linear_g_and_not_for_the_memorizing_pair():
+    """A V whose neurons all stay active on the Q plane is linear there; the two-neuron
+    memorizer of Section 2 (w active on z - zeta only, v on z + zeta only) is not."""
+    dist = data.Distribution(d=D, r=0.3, p0=0.2, q0=0.4)
+    gen = torch.Generator().manual_seed(0)
+    arch = model.architecture("wv", (1, 2), D, dist.rays(), 1, gen)
+    arch = model.Architecture((arch.blocks[0], model.Block("x2", torch.tensor([[-1.0, -1.0]]))), arch.rays, D)
+    w_block = torch.zeros(1, 1, 1, D)
+    linear = torch.tensor([[[[1.0, 0.5], [2.0, -1.0]]]])
+    assert model.lemma42(arch, [w_block, linear]).item() == pytest.approx(0.0, abs=1e-6)
+    memorizer = torch.tensor([[[[-0.1, -1.0], [-0.1, 1.0]]]])  # <w, z> < 0 < <w, z - zeta>
+    g = 0.3 - 0.1  # each neuron fires on one of z +- zeta with pre-activation r - 0.1
+    assert model.lemma42(arch, [w_block, memorizer]).item() == pytest.approx(2 * g, rel=1e-5)
+
+
+def test_v_with_shared_noise_on_the_rays_equals_v_on_every_example():
+    """The sorted-threshold evaluation of V under per-neuron pre-activation noise is exact."""
+    _, _, ex, arch, weights, gen = setting("wv")
+    shared = [0.3 * torch.randn(METHODS, SEEDS, 1, b.width, generator=gen, dtype=torch.float64)
+              for b in arch.blocks]
+    per_example = [xi.expand(-1, -1, ex.y.shape[-1], -1) for xi in shared]  # same values, forced per example
+    loss_rays, grads_rays = model.loss_and_grad(arch, weights, ex, shared)
+    loss_each, grads_each = model.loss_and_grad(arch, weights, ex, per_example)
+    torch.testing.assert_close(loss_rays, loss_each)
+    for a, b in zip(grads_rays, grads_each):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_second_layer_has_the_paper_scale_and_balanced_signs_when_asked(balanced):
+    u = model.second_layer(500, 10, balanced, torch.Generator().manual_seed(0))
+    assert torch.all(u.abs() == 1 / 10**0.5)
+    sums = (u > 0).sum(-1)
+    if balanced:
+        assert torch.all(sums == 5) and len({tuple(row.tolist()) for row in u}) > 100  # random order
+    else:
+        assert sums.float().std().item() > 1.0  # i.i.d. signs: Binomial(10, 1/2)
