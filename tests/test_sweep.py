@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,14 @@ def test_a_failed_point_is_recorded_and_the_report_still_renders(tmp_path, capsy
     assert rows["1"]["runs"] == "1/2" and rows["1"]["test_loss_ratio_mean"] == "nan"
     assert float(rows["4"]["test_loss_ratio_mean"]) == pytest.approx(2.0, abs=1e-3)
     assert (out / "figures" / "test_loss_ratio.png").exists()
+    assert main(["report", str(out), "--metric", "solve_seconds"]) == 0
+    assert (out / "figures" / "solve_seconds.png").exists()
+    assert main(["report", str(out), "--metric", "nope"]) == 2
+    assert "no metric nope in this sweep" in capsys.readouterr().err
+    shutil.rmtree(out / "runs")  # as committed: tables and figures kept, runs not
+    table = (out / "table.csv").read_text()
+    assert main(["report", str(out)]) == 2
+    assert "keeps no runs/" in capsys.readouterr().err and (out / "table.csv").read_text() == table
 
 
 def test_a_sweep_never_writes_over_other_files(tmp_path, capsys):

@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     for path in map(Path, args.dirs):
         if sweep.is_sweep(path):
-            sweep_report.render(path)
+            sweep_report.render(path, args.metric)
             print(f"rendered {path / 'report.md'} and {path / 'table.csv'}")
         else:
             report.render(path)
@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     rerender = verbs.add_parser("report", help="re-render reports from stored records; compare runs")
     rerender.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
     rerender.add_argument("--out", help="also write the comparison table to this file")
+    rerender.add_argument("--metric", action="append", default=[],
+                          help="for a sweep: draw this metric's phase diagram (repeatable; "
+                               "default: the metrics the paper states)")
     rerender.set_defaults(func=cmd_report)
 
     swp = verbs.add_parser("sweep", help="a grid of config values x seeds, locally or on Ray")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from lrorder.core import config as cfg
 from lrorder.core import figures, rundir
+from lrorder.core.errors import UserError
 from lrorder.core.recipe import get_recipe, profile_values
 from lrorder.core.report import fmt
 from lrorder.core.runner import aggregate as aggregate_seeds
@@ -30,6 +31,9 @@ def aggregate(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str
     A row's `values[name]` holds one entry per seed, NaN where that seed's run has no value
     (failed, pending), so every row lines up seed by seed.
     """
+    if not (out / "runs").is_dir():
+        raise UserError(f"{out} keeps no runs/ (only its tables and figures were kept): "
+                        "re-run the command in its sweep.json to rebuild them")
     record = json.loads((out / SWEEP).read_text())
     seeds = record["seeds"]
     rows: dict[str, dict[str, Any]] = {}
@@ -52,9 +56,15 @@ def _stats(row: Mapping[str, Any], name: str, seeds: int) -> dict[str, Any]:
     return aggregate_seeds(row["values"].get(name, [np.nan] * seeds))
 
 
-def render(out: Path) -> str:
-    """Write table.csv, table.md, figures/*.png and report.md of the sweep in `out`."""
+def render(out: Path, metrics: Sequence[str] = ()) -> str:
+    """Write table.csv, table.md, figures/*.png and report.md of the sweep in `out`.
+
+    Figures are drawn for `metrics`, or by default for those the paper states a value for.
+    """
     record, rows, names = aggregate(out)
+    unknown = [m for m in metrics if m not in names]
+    if unknown:
+        raise UserError(f"no metric {', '.join(unknown)} in this sweep; it has: {', '.join(names)}")
     keys = list(record["grid"])
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -68,7 +78,7 @@ def render(out: Path) -> str:
                                         *[f"{fmt(c['mean'])} ± {fmt(c['std'])}" for c in cells]]) + " |")
     rundir.write_text(out / "table.csv", buffer.getvalue())
     rundir.write_text(out / "table.md", "\n".join(table) + "\n")
-    drawn = _draw(out, record, rows, names)
+    drawn = _draw(out, record, rows, list(metrics) or _plotted_metrics(record, names))
     lines = [f"# Sweep of {record['recipe']} ({record['profile']} profile, {record['seeds']} seed(s) "
              f"per point, {record['backend']} backend)", "",
              f"Command: `{record['command']}`", "",
@@ -99,11 +109,11 @@ def _numeric(texts: list[str]) -> tuple[list[Any], bool]:
     return values, True
 
 
-def _draw(out: Path, record: Mapping[str, Any], rows: list[dict], names: list[str]) -> list[Path]:
+def _draw(out: Path, record: Mapping[str, Any], rows: list[dict], plotted: list[str]) -> list[Path]:
     swept = [k for k, v in record["grid"].items() if len(v) > 1]
     figure_dir = out / "figures"
     drawn = []
-    for name in _plotted_metrics(record, names):
+    for name in plotted:
         path = figure_dir / f"{name}.png"
         if len(swept) == 1:
             _line(rows, swept[0], record["grid"][swept[0]], name, record["seeds"], path)
