@@ -52,7 +52,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     for info in cfg.describe(recipe.Config):
         value = cfg.as_dict(config)[info.name]
         paper = f" [paper: {info.paper}]" if info.paper is not None else ""
-        print(f"  {info.name} = {report.fmt(value)}{paper}\n      {info.doc}")
+        print(f"  {info.name} = {report.fmt_setting(value)}{paper}\n      {info.doc}")
     claims = recipe.paper(config)
     if claims:
         print("\npaper's numbers:")

@@ -23,6 +23,15 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def fmt_setting(value: Any) -> str:
+    """A config value as `--set` takes it back (None is "none": the recipe's derived default)."""
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(map(fmt_setting, value))
+    return fmt(value)
+
+
 def _measured(stats: Mapping[str, Any]) -> str:
     if len(stats["per_seed"]) > 1:
         return f"{fmt(stats['mean'])} ± {fmt(stats['std'])}"
@@ -102,7 +111,7 @@ def render(path: Path) -> str:
         lines += [f"![{f.stem}](figures/{f.name})" for f in figures]
         lines.append("")
     lines += ["## Config", "", "| key | value |", "|---|---|"]
-    lines += [f"| {k} | {fmt(v)} |" for k, v in config["config"].items()]
+    lines += [f"| {k} | {fmt_setting(v)} |" for k, v in config["config"].items()]
     text = "\n".join(lines) + "\n"
     rundir.write_text(records.path / rundir.REPORT, text)
     return text
