@@ -77,3 +77,21 @@ def test_theory_scaling_runs_each_kappa(tmp_path):
     metrics = summary_of(out)["metrics"]
     assert {"test_err_ls_kappa0.5", "test_err_s_kappa0.8", "p_only_err_ls_kappa0.8"} <= set(metrics)
     assert (out / "figures" / "ratio_vs_kappa.png").exists()
+
+
+@pytest.mark.parametrize("recipe, sets, message", [
+    ("theory-order", ["methods="], "methods must be distinct and not empty"),
+    ("theory-order", ["methods=ls,ls"], "methods must be distinct and not empty"),
+    ("theory-order", ["lam=1"], "eta1 * lam must be in (0, 1)"),
+    ("theory-order", ["kappa=0.001", "n_train=none"], "n_train * d = 1e+10 is too large"),
+    ("theory-scaling", ["kappas=0.5,1.5"], "kappas must be all in [0.001, 1]"),
+    ("theory-scaling", ["kappas=0.9", "q0=0.7"], "p0 + q0 must be <= 1"),
+])
+def test_impossible_theory_configs_fail_in_one_line(recipe, sets, message, tmp_path, capsys):
+    argv = ["run", recipe, "--out", str(tmp_path / "r")]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()

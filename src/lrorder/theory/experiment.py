@@ -19,6 +19,7 @@ import torch
 from lrorder.core.config import at_least, between, greater, param
 from lrorder.theory import data, model, optim, probes
 
+MAX_TRAIN_ENTRIES = 5e8  # training inputs of one seed (float32: 2 GB); beyond it, say so
 METHODS = ("ls", "s", "s_noise")
 Probes = dict[str, torch.Tensor]  # name -> [M, S]
 
@@ -71,8 +72,16 @@ class TheoryConfig:
     def problems(self) -> list[str]:
         unknown = [m for m in self.methods if m not in METHODS]
         problems = [f"unknown methods {unknown}: choose from {', '.join(METHODS)}"] if unknown else []
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            problems.append(f"methods must be distinct and not empty (got {','.join(self.methods)})")
         if self.resolved("p0") + self.q0 > 1:
             problems.append(f"p0 + q0 must be <= 1 (got {self.resolved('p0')} + {self.q0})")
+        if self.tau_xi is None and not 0 < self.eta1 * self.resolved("lam") < 1:
+            problems.append("eta1 * lam must be in (0, 1) for the stationary noise of eq. 3.3 "
+                            f"(got {self.eta1 * self.resolved('lam'):g}): lower eta1 or lam, or set tau_xi")
+        if self.resolved("n_train") * self.d > MAX_TRAIN_ENTRIES:
+            problems.append(f"n_train * d = {self.resolved('n_train') * self.d:g} is too large "
+                            f"(> {MAX_TRAIN_ENTRIES:g}): raise kappa or set n_train")
         return problems
 
     def resolved(self, name: str) -> float:

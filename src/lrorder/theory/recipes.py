@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrorder.core.config import at_least, each, param
+from lrorder.core.config import between, each, param
 from lrorder.core.recipe import PaperValue, Recipe, register
 from lrorder.core.report import fmt
 from lrorder.core.rundir import Records
@@ -151,8 +151,14 @@ class TheoryOrder(Recipe):
 @dataclasses.dataclass(frozen=True)
 class ScalingConfig(TheoryConfig):
     kappas: tuple[float, ...] = param((0.2, 0.3, 0.45), "values of kappa: each sets N = d/kappa^2 and "
-                                      "p0 = kappa^2/2 (Assumption 3.3)", check=each(at_least(1e-3)))
+                                      "p0 = kappa^2/2 (Assumption 3.3)", check=each(between(1e-3, 1.0)))
     methods: tuple[str, ...] = param(("ls", "s"), "methods to run, of ls, s, s_noise")
+
+    def problems(self) -> list[str]:
+        """The base config's checks, at every kappa of the sweep (each sets N and p0)."""
+        found = [p for kappa in self.kappas for p in TheoryConfig.problems(
+            dataclasses.replace(self, kappa=kappa, n_train=None, p0=None))]
+        return list(dict.fromkeys(found))
 
 
 @register
