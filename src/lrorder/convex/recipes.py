@@ -133,7 +133,7 @@ class ConvexClaim1(Recipe):
             _draw_ratio(records.array("ratio"), figure_dir / "ratio_distribution.png")
 
     def discuss(self, records: Records) -> list[str]:
-        m = {name: fmt(stats["mean"]) for name, stats in records.summary["metrics"].items()}
+        m = {name: fmt(mean) for name, mean in records.means().items()}
         return [f"Where both coordinates were sampled ({m['p_both_seen']} of draws), "
                 f"gradient flow stops at {m['gf_test_loss_over_eps']} eps of test loss "
                 f"and the annealed run at {m['annealed_test_loss_over_eps']} eps: the "
@@ -279,7 +279,7 @@ class ConvexLemma2(Recipe):
             figures.save(fig, figure_dir / "bound_vs_steps.png")
 
     def discuss(self, records: Records) -> list[str]:
-        m = {name: fmt(stats["mean"]) for name, stats in records.summary["metrics"].items()}
+        m = {name: fmt(mean) for name, mean in records.means().items()}
         return [f"The flow stays above its lower bound on {m['gf_bound_holds']} of the instances and "
                 f"the annealed run below its upper bound on {m['annealed_bound_holds']}. The closest "
                 f"calls (relative margin of the worst instance, mean over seeds) are "

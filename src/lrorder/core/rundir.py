@@ -154,6 +154,10 @@ class Records:
     def recipe(self) -> str:
         return self.config["recipe"]
 
+    def means(self) -> dict[str, float | None]:
+        """Each summarized metric's mean over seeds (None where it has no value)."""
+        return {name: stats["mean"] for name, stats in self.summary["metrics"].items()}
+
     def series(self, **match: Any) -> list[dict[str, Any]]:
         """The logged points whose fields equal `match` (e.g. `series(seed=0, method="gf")`)."""
         return [r for r in self.metrics if all(r.get(k) == v for k, v in match.items())]

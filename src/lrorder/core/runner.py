@@ -181,9 +181,10 @@ def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: S
     if missing:
         raise UserError(missing)
     rundir.prepare(out, resume)
-    if (out / rundir.SUMMARY).exists() and rundir.Records(out).summary["status"] in FINAL:
+    finished = rundir.Records(out).summary if (out / rundir.SUMMARY).exists() else None
+    if finished and finished["status"] in FINAL:
         report.render(out)
-        return rundir.Records(out).summary
+        return finished
     if not (out / rundir.CONFIG).exists():
         rundir.write_json(out / rundir.CONFIG, {
             "recipe": recipe.name, "profile": profile, "seeds": chosen_seeds, "device": device,
