@@ -36,7 +36,7 @@ def test_claim1_run_directory_contract(tmp_path, capsys):
     assert {p.name for p in (out / "figures").iterdir()} == {
         "trajectories.png", "test_vs_train.png", "ratio_distribution.png"}
     report = (out / "report.md").read_text()
-    assert "| test_loss_ratio |" in report and "All 5 metrics the paper states agree" in report
+    assert "| test_loss_ratio |" in report and "All 5 measured metrics the paper states agree" in report
 
 
 def test_report_rerenders_from_records_and_compares(tmp_path, capsys):
@@ -176,3 +176,15 @@ def test_reproduce_runs_available_recipes_and_skips_the_rest(tmp_path, capsys, m
     assert "## needs-data: skipped" in index and "run `lrorder data`" in index
     lemma2 = json.loads((tmp_path / "all" / "convex-lemma2" / "summary.json").read_text())["metrics"]
     assert lemma2["annealed_bound_holds"]["mean"] == lemma2["gf_bound_holds"]["mean"] == 1.0
+
+
+def test_a_claim_on_a_metric_no_seed_measured_is_not_counted_as_a_miss():
+    from lrorder.core.report import summary_table, verdict_sentence
+    summary = {"metrics": {"a": {"mean": 1.0, "std": 0.0, "per_seed": [1.0]},
+                           "b": {"mean": None, "std": None, "per_seed": [None]}},
+               "paper_claims": {"a": {"value": 1.0, "source": "s"}, "b": {"value": 0.25, "source": "s",
+                                                                           "relation": ">="}}}
+    assert verdict_sentence(summary) == ("All 1 measured metrics the paper states agree with it (within the "
+                                         "tolerance shown, or on the right side of the paper's bound). Not "
+                                         "measured in this run (e.g. no seed annealed): b.")
+    assert summary_table(summary).splitlines()[-1].endswith("| n/a | n/a |")

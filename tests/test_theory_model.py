@@ -1,22 +1,28 @@
 """The two-layer network of Section 2: hand-derived gradients against autograd, the exact plane
 reduction of x2 against the R^d form, and Lemma 4.2's quantity."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from lrorder.theory import data, model
 
 D, SEEDS, METHODS = 12, 2, 3
+PATCH, PATCHES = 12, 3  # conv: stride 4, x1 in R^16 (patches 1-3), x2 in the last 4 coordinates
 
 
 def setting(structure, dtype=torch.float64):
-    dist = data.Distribution(d=D, r=0.3, p0=0.2, q0=0.4)
+    conv_dims = {"d": PATCH + (PATCHES - 2) * PATCH // PATCHES, "q_dim": PATCH // PATCHES}
+    dist = data.Distribution(r=0.3, p0=0.2, q0=0.4, **(conv_dims if structure == "conv" else {"d": D}))
     dirs = data.directions(dist, list(range(SEEDS)))
     gen = torch.Generator().manual_seed(0)
     ex = data.sample(dist, dirs, 40, gen)
     ex = data.Examples(ex.x1.to(dtype), ex.alpha.to(dtype), ex.ray, ex.y.to(dtype), ex.kind)
-    arch = model.architecture(structure, (7, 9), D, dist.rays().to(dtype), SEEDS, gen)
-    arch = model.Architecture(tuple(model.Block(b.sees, b.u.to(dtype)) for b in arch.blocks), arch.rays, D)
+    conv = model.Convolution(PATCH, PATCHES, torch.stack([dirs.z, dirs.zeta_unit], dim=1).to(dtype))
+    arch = model.architecture(structure, (7, 9), dist.d, dist.rays().to(dtype), SEEDS, gen, conv=conv)
+    blocks = tuple(dataclasses.replace(b, u=b.u.to(dtype)) for b in arch.blocks)
+    arch = dataclasses.replace(arch, blocks=blocks)
     weights = [w.to(dtype) for w in model.init_weights(arch, METHODS, 0.5, gen)]
     weights = [w + 0.1 * torch.randn(w.shape, generator=gen, dtype=dtype) for w in weights]  # methods differ
     return dist, dirs, ex, arch, weights, gen
@@ -28,7 +34,7 @@ def autograd_grad(arch, weights, ex, noise=None):
     return torch.autograd.grad(loss, leaves)
 
 
-@pytest.mark.parametrize("structure", ["wv", "u"])
+@pytest.mark.parametrize("structure", ["wv", "u", "conv"])
 @pytest.mark.parametrize("noise_kind", ["none", "per_neuron", "per_example"])
 def test_hand_gradient_matches_autograd(structure, noise_kind):
     _, _, ex, arch, weights, gen = setting(structure)
@@ -40,6 +46,30 @@ def test_hand_gradient_matches_autograd(structure, noise_kind):
     _, grads = model.loss_and_grad(arch, weights, ex, noise)
     for mine, reference in zip(grads, autograd_grad(arch, weights, ex, noise)):
         torch.testing.assert_close(mine, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_convolution_is_the_sum_over_patches_of_shared_filters():
+    """Eq. F.3 written out: f(x) = sum_i u_i^T relu(U x^(i)), x^(i) = x[4 i : 4 i + 12] of
+    x = (x1, x2) in R^20, x2 = alpha z or alpha (z + b zeta) in the last 4 coordinates only."""
+    dist, dirs, ex, arch, weights, _ = setting("conv")
+    (block,) = arch.blocks
+    assert (block.patches, block.filters, block.width) == (PATCHES, 7, 21)
+    torch.testing.assert_close(block.u.abs(), torch.full_like(block.u, 21**-0.5))
+    z, zeta = dirs.z.double()[:, None], dist.r * dirs.zeta_unit.double()[:, None]
+    sign = torch.where(ex.ray == 1, 1.0, -1.0).double()[..., None]
+    x2 = ex.alpha[..., None] * torch.where((ex.ray == 0)[..., None], z, z + sign * zeta)
+
+    def by_hand(x):
+        u = block.u.unflatten(-1, (PATCHES, 7))
+        hidden = [torch.einsum("snf,mskf->msnk", x[:, :, 4 * i:4 * i + 12], weights[0]).relu()
+                  for i in range(PATCHES)]
+        return sum(torch.einsum("msnk,sk->msn", h, u[:, i]) for i, h in enumerate(hidden))
+
+    x1_only, x2_only = ex.x1, x2.new_zeros(*x2.shape[:2], 16)
+    torch.testing.assert_close(model.output(arch, weights, ex), by_hand(torch.cat([ex.x1, x2], -1)))
+    r, g = model.parts(arch, weights, ex)  # eq. F.6-F.7
+    torch.testing.assert_close(r, by_hand(torch.cat([x1_only, x2.new_zeros(x2.shape)], -1)))
+    torch.testing.assert_close(g, by_hand(torch.cat([x2_only, x2], -1)))
 
 
 def test_v_on_the_rays_equals_v_on_every_example():

@@ -2,11 +2,13 @@
 the metric names of issue 4, figures from records, and an exact resume after a kill."""
 
 import json
+import math
 
 import pytest
+import torch
 
 from lrorder.cli import main
-from lrorder.theory import experiment
+from lrorder.theory import experiment, recipes
 
 TOY = ["--set", "d=16", "--set", "n_train=120", "--set", "m_w=8", "--set", "m_v=40", "--set", "steps=60",
        "--set", "anneal_at=20", "--set", "probe_every=10", "--set", "n_test=200", "--set", "eta2=0.05"]
@@ -28,9 +30,10 @@ def test_theory_order_writes_the_metrics_of_issue_4(tmp_path):
         for name in ("test_err", "p_only_err", "q_only_err", "both_err", "p_learned_iter", "q_learned_iter"):
             assert len(metrics[f"{name}_{method}"]["per_seed"]) == 3
     for name in ("anneal_iter_ls", "v_on_q_err_at_anneal_ls", "w_on_p_err_at_anneal_ls",
-                 "anneal_iter_s_noise", "ls_p_before_q", "s_q_before_p"):
+                 "v_on_q_err_before_anneal_ls", "anneal_iter_s_noise", "ls_p_before_q", "ls_q_after_anneal",
+                 "s_q_before_p"):
         assert name in metrics
-    assert "anneal_iter_s" not in metrics
+    assert "anneal_iter_s" not in metrics and "v_on_q_err_before_anneal_s" not in metrics
     assert metrics["anneal_iter_ls"]["per_seed"] == [20.0, 20.0, 20.0]  # the loss rule is out of reach here
     assert {p.name for p in (out / "figures").iterdir()} == {"learning_order.png", "final_errors.png"}
     points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -84,6 +87,7 @@ def test_theory_scaling_runs_each_kappa(tmp_path):
     ("theory-order", ["methods=ls,ls"], "methods must be distinct and not empty"),
     ("theory-order", ["lam=1"], "eta1 * lam must be in (0, 1)"),
     ("theory-order", ["kappa=0.001", "n_train=none"], "n_train * d = 1e+10 is too large"),
+    ("theory-conv", ["d=30", "patches=4"], "conv needs d divisible by patches with d/patches >= 2"),
     ("theory-scaling", ["kappas=0.5,1.5"], "kappas must be all in [0.001, 1]"),
     ("theory-scaling", ["kappas=0.9", "q0=0.7"], "p0 + q0 must be <= 1"),
 ])
@@ -95,3 +99,56 @@ def test_impossible_theory_configs_fail_in_one_line(recipe, sets, message, tmp_p
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_learned_means_below_the_level_for_consecutive_probes():
+    steps = [0, 100, 200, 300, 400, 500]
+    flickers = torch.tensor([0.5, 0.05, 0.5, 0.05, 0.05, 0.05])
+    late = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.05, 0.05])
+    never = torch.full((6,), 0.3)
+    series = torch.stack([flickers, late, never], dim=1)[:, None, :]  # [P, M=1, S=3]
+    held = experiment.first_learned(steps, series, 0.1, hold=3, cap=600)
+    assert held.tolist() == [[300.0, 400.0, 600.0]]  # a run that ends below counts
+    assert experiment.first_learned(steps, series, 0.1, hold=1, cap=600).tolist() == [[100.0, 400.0, 600.0]]
+
+
+def test_mean_before_the_anneal_reads_the_second_half_of_the_first_phase():
+    steps = list(range(0, 1100, 100))
+    series = torch.tensor(steps, dtype=torch.float)[:, None, None].expand(-1, 1, 2)
+    anneal = torch.tensor([[1000.0, math.nan]])
+    before = experiment.mean_before(steps, series, anneal)
+    assert before[0, 0].item() == 750.0  # probes 500 ... 1000
+    assert math.isnan(before[0, 1].item())  # a run that never anneals
+
+
+def test_learning_order_flags_read_the_sustained_iterations():
+    metrics = {"anneal_iter_ls": [1000, 1000, 1000, 1000], "p_learned_iter_ls": [100, 100, 1200, 100],
+               "q_learned_iter_ls": [1500, 800, 1500, 3000],
+               "q_learned_iter_s": [200, 900, 3000], "p_learned_iter_s": [900, 200, 3000]}
+    flags = recipes.learning_order_flags(metrics, steps=3000)
+    assert flags["ls_p_before_q"] == [1.0, 0.0, 0.0, 1.0]
+    assert flags["ls_q_after_anneal"] == [1.0, 0.0, 1.0, 0.0]  # 3000 = censored: never learned
+    assert flags["s_q_before_p"] == [1.0, 0.0, 0.0]
+
+
+def test_theory_conv_is_theory_order_with_the_convolution_net(tmp_path):
+    out = tmp_path / "conv"
+    assert run("run", "theory-conv", "--seeds", 2, "--out", out, *TOY) == 0
+    recorded = json.loads((out / "config.json").read_text())["config"]
+    assert (recorded["structure"], recorded["patches"], recorded["methods"]) == ("conv", 2, ["ls", "s"])
+    metrics = summary_of(out)["metrics"]
+    names = {"test_err_ls", "p_only_err_s", "v_on_q_err_at_anneal_ls", "ls_p_before_q", "s_q_before_p"}
+    assert names <= set(metrics)
+    points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "u_norm_ls" in points[0] and "lemma42_s" in points[0]
+    assert (out / "figures" / "learning_order.png").exists()
+
+
+def test_conv_defaults_follow_theorem_f2():
+    """Theorem F.2: Assumption 3.3 with d replaced by d k and r by r / k; x2 fills the last stride."""
+    config = experiment.TheoryConfig(structure="conv", d=64, patches=2, kappa=0.5)
+    assert config.resolved("n_train") == 512
+    assert config.resolved("r") == pytest.approx(128**-0.75 / 2)
+    assert config.resolved("lam") == pytest.approx(128**-1.25)
+    dist = config.distribution()
+    assert (dist.d, dist.q_dim) == (64, 32)  # x in R^96: two patches of 64 at stride 32

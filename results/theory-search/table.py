@@ -7,7 +7,6 @@ import numpy as np
 
 from lrorder.core.config import resolve
 from lrorder.theory.experiment import TheoryConfig
-from lrorder.theory.recipes import learning_order_flags
 
 KNOBS = ("d", "n_train", "p0", "q0", "r", "lam", "m_v", "tau0", "eta1", "eta2", "anneal_at", "steps",
          "balanced_u")
@@ -23,6 +22,14 @@ def mean_se(values) -> str:
     return f"{a.mean():.3f} ± {se:.3f}"
 
 
+def single_probe_flags(m: dict, learned_err: float) -> dict[str, list[bool]]:
+    """The order as the search read it (before the sustained definition): the probes at L-S's
+    anneal, and the first probe below `learned_err` for S."""
+    at_anneal = zip(m["w_on_p_err_at_anneal_ls"], m["v_on_q_err_at_anneal_ls"])
+    ls = [w <= learned_err and v >= 0.23 for w, v in at_anneal]
+    return {"ls_p_before_q": ls, "s_q_before_p": np.less(m["q_learned_iter_s"], m["p_learned_iter_s"])}
+
+
 runs = [json.loads(line) for line in (Path(__file__).parent / "runs.jsonl").read_text().splitlines()]
 print(HEADER)
 print("|" + "---|" * (HEADER.count("|") - 1))
@@ -31,7 +38,7 @@ for run in runs:
     if "p_only_err_s" not in m or "p_only_err_ls" not in m:
         continue
     config = resolve(TheoryConfig, texts=dict(o.split("=", 1) for o in run["overrides"]))
-    flags = learning_order_flags(m, config.learned_err)
+    flags = single_probe_flags(m, config.learned_err)
     values = [config.resolved(k) if k in SCALED else getattr(config, k) for k in KNOBS]
     knobs = " | ".join(str(v) if isinstance(v, bool) else f"{v:.4g}" for v in values)
     print(f"| {run['label']} | {run['seeds']} | {run['seconds']:.0f} | {knobs} "

@@ -56,7 +56,7 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         mean = stats["mean"]
         diff = fmt(mean - claim.value) if mean is not None else "n/a"
         paper = f"{claim.relation} {fmt(claim.value)} ({claim.source})"
-        verdict = "yes" if claim.agrees(mean) else "**no**"
+        verdict = "n/a" if mean is None else "yes" if claim.agrees(mean) else "**no**"
         lines.append(f"| {name} | {_measured(stats)} | {per_seed} | {paper} | {diff} | {verdict} |")
     return "\n".join(lines)
 
@@ -65,15 +65,18 @@ def verdict_sentence(summary: Mapping[str, Any]) -> str:
     claims = _claims(summary)
     if not claims:
         return "The paper states no number for these metrics; they are reported as measured."
-    misses = [f"{name} (measured {fmt(summary['metrics'][name]['mean'])}, paper "
-              f"{claim.relation} {fmt(claim.value)})"
-              for name, claim in claims.items()
-              if name in summary["metrics"] and not claim.agrees(summary["metrics"][name]["mean"])]
+    means = {name: summary["metrics"].get(name, {}).get("mean") for name in claims}
+    unmeasured = [name for name, mean in means.items() if mean is None]
+    untested = (f" Not measured in this run (e.g. no seed annealed): {', '.join(unmeasured)}."
+                if unmeasured else "")
+    misses = [f"{name} (measured {fmt(means[name])}, paper {claim.relation} {fmt(claim.value)})"
+              for name, claim in claims.items() if means[name] is not None and not claim.agrees(means[name])]
+    measured = len(claims) - len(unmeasured)
     if not misses:
-        return (f"All {len(claims)} metrics the paper states agree with it "
-                "(within the tolerance shown, or on the right side of the paper's bound).")
-    return (f"{len(claims) - len(misses)} of {len(claims)} metrics the paper states agree with it; "
-            f"these do not: {'; '.join(misses)}.")
+        return (f"All {measured} measured metrics the paper states agree with it "
+                f"(within the tolerance shown, or on the right side of the paper's bound).{untested}")
+    return (f"{measured - len(misses)} of {measured} measured metrics the paper states agree with it; "
+            f"these do not: {'; '.join(misses)}.{untested}")
 
 
 def render(path: Path) -> str:

@@ -28,6 +28,7 @@ class Distribution:
     r: float
     p0: float
     q0: float
+    q_dim: int | None = None  # dimension of the space of z and zeta (unset: d, as in Section 2)
 
     @property
     def gamma0(self) -> float:
@@ -49,8 +50,8 @@ class Directions:
     """Per-seed unit w* (P), unit z and unit zeta/r (Q), drawn at random (not axis-aligned)."""
 
     w_star: torch.Tensor  # [S, d]
-    z: torch.Tensor  # [S, d]
-    zeta_unit: torch.Tensor  # [S, d], orthogonal to z
+    z: torch.Tensor  # [S, q_dim]
+    zeta_unit: torch.Tensor  # [S, q_dim], orthogonal to z
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,15 +83,15 @@ class Examples:
 
 def directions(dist: Distribution, seeds: list[int], device=None) -> Directions:
     """Random orthonormal pair (z, zeta/r) and an independent unit w* per seed."""
-    parts = []
+    q_dim = dist.q_dim or dist.d
+    w_stars, planes = [], []
     for seed in seeds:
         gen = torch.Generator().manual_seed(1_000_003 * seed + 1)
-        gaussian = torch.randn(3, dist.d, generator=gen, dtype=torch.float64)
-        w_star = gaussian[0] / gaussian[0].norm()
-        plane, _ = torch.linalg.qr(gaussian[1:].T)  # [d, 2] orthonormal
-        parts.append(torch.stack([w_star, plane[:, 0], plane[:, 1]]))
-    stacked = torch.stack(parts).float().to(device)
-    return Directions(stacked[:, 0], stacked[:, 1], stacked[:, 2])
+        gaussian = torch.randn(3, max(dist.d, q_dim), generator=gen, dtype=torch.float64)
+        w_stars.append(gaussian[0, :dist.d] / gaussian[0, :dist.d].norm())
+        planes.append(torch.linalg.qr(gaussian[1:, :q_dim].T)[0].T)  # [2, q_dim] orthonormal
+    w_star, plane = (torch.stack(t).float().to(device) for t in (w_stars, planes))
+    return Directions(w_star, plane[:, 0], plane[:, 1])
 
 
 def sample(dist: Distribution, dirs: Directions, n: int, gen: torch.Generator) -> Examples:

@@ -26,7 +26,8 @@ Probes = dict[str, torch.Tensor]  # name -> [M, S]
 
 @dataclasses.dataclass(frozen=True)
 class TheoryConfig:
-    d: int = param(100, "input dimension of each part (x1, x2 in R^d)", check=at_least(4))
+    d: int = param(100, "input dimension of each part (x1, x2 in R^d); for conv the patch size",
+                   check=at_least(4))
     kappa: float = param(0.3, "kappa of Assumption 3.3 (N/d = 1/kappa^2, p0 = kappa^2/2); used "
                          "where n_train, p0 are unset", check=between(1e-3, 1.0))
     n_train: int | None = param(None, "N, training examples (unset: d/kappa^2)", check=at_least(1),
@@ -39,12 +40,16 @@ class TheoryConfig:
                        paper="Theta(1)")
     lam: float | None = param(None, "weight decay lambda (unset: d^-5/4)", check=at_least(0.0),
                                 paper="d^-5/4")
-    structure: Literal["wv", "u"] = param("wv", "wv: W sees x1, V sees x2 (Section 2); u: one "
-                                          "unstructured U sees both")
+    structure: Literal["wv", "u", "conv"] = param("wv", "wv: W sees x1, V sees x2 (Section 2); u: one "
+                                                  "unstructured U sees both; conv: filters shared by "
+                                                  "patches of x (Appendix F.2)")
+    patches: int = param(4, "conv: k patches of d coordinates at stride d/k; x2 in the last d/k "
+                         "coordinates, x1 in the d (k - 2)/k + d before them", check=at_least(2))
     balanced_u: bool = param(True, "second layer with exactly half + and half - signs, else i.i.d. as "
                              "in Section 2: removes the mean of the bias-free net's random output "
                              "offset, and halves the seeds in which V never learns Q (docs/theory.md)")
-    m_w: int = param(100, "W neurons (the width of U for structure u)", check=at_least(1))
+    m_w: int = param(100, "W neurons (the width of U for structure u, the filters for conv)",
+                     check=at_least(1))
     m_v: int = param(2000, "V neurons: Q is fitted only by the ~r/pi of them whose sign differs "
                      "on z and z +- zeta, so it needs many", check=at_least(1))
     tau0: float = param(0.4, "initialization std of U (Section 3)", check=greater(0.0))
@@ -67,6 +72,9 @@ class TheoryConfig:
     probe_every: int = param(100, "iterations between probes", check=at_least(1))
     learned_err: float = param(0.1, "a part 'has learned' its pattern once its error on its "
                                "examples is below this", check=between(0.0, 0.5))
+    learned_probes: int = param(3, "... and stays below it for this many consecutive probes (or to the "
+                                "end of the run): under the large LR single probes of the V-part flip",
+                                check=at_least(1))
     methods: tuple[str, ...] = param(METHODS, "methods to run, of ls, s, s_noise")
 
     def problems(self) -> list[str]:
@@ -79,18 +87,30 @@ class TheoryConfig:
         if self.tau_xi is None and not 0 < self.eta1 * self.resolved("lam") < 1:
             problems.append("eta1 * lam must be in (0, 1) for the stationary noise of eq. 3.3 "
                             f"(got {self.eta1 * self.resolved('lam'):g}): lower eta1 or lam, or set tau_xi")
+        if self.structure == "conv" and (self.d % self.patches or self.d // self.patches < 2):
+            problems.append(f"conv needs d divisible by patches with d/patches >= 2 (got d={self.d}, "
+                            f"patches={self.patches})")
         if self.resolved("n_train") * self.d > MAX_TRAIN_ENTRIES:
             problems.append(f"n_train * d = {self.resolved('n_train') * self.d:g} is too large "
                             f"(> {MAX_TRAIN_ENTRIES:g}): raise kappa or set n_train")
         return problems
 
     def resolved(self, name: str) -> float:
-        """A knob's value, with Assumption 3.3's scaling where it is unset."""
+        """A knob's value, with Assumption 3.3's scaling where it is unset (for conv, Theorem F.2's:
+        d replaced by d k and r by r / k)."""
         value = getattr(self, name)
-        return data.paper_defaults(self.d, self.kappa)[name] if value is None else value
+        if value is not None:
+            return value
+        k = self.patches if self.structure == "conv" else 1
+        default = data.paper_defaults(self.d * k, self.kappa)[name]
+        return default / k if name == "r" else default
 
     def distribution(self) -> data.Distribution:
-        return data.Distribution(d=self.d, r=self.resolved("r"), p0=self.resolved("p0"), q0=self.q0)
+        knobs = {"r": self.resolved("r"), "p0": self.resolved("p0"), "q0": self.q0}
+        if self.structure == "conv":  # x = (x1, x2) fills the patches: x2 the last stride, x1 the rest
+            stride = self.d // self.patches
+            return data.Distribution(d=self.d + (self.patches - 2) * stride, q_dim=stride, **knobs)
+        return data.Distribution(d=self.d, **knobs)
 
     def noise_std(self) -> float:
         return (optim.stationary_tau_xi(self.tau0, self.eta1, self.resolved("lam"))
@@ -156,7 +176,7 @@ class Simulation:
         self.config, self.seeds = config, seeds
         dist = config.distribution()
         dirs = data.directions(dist, seeds, device)
-        trains, tests, blocks, inits = [], [], [], []
+        trains, tests, archs, inits = [], [], [], []
         methods = [make_method(m, config) for m in config.methods]
         widths = (config.m_w, config.m_v)
         for i, seed in enumerate(seeds):  # each seed's draws depend on that seed only
@@ -164,14 +184,13 @@ class Simulation:
             one = data.Directions(*(t[i:i + 1] for t in (dirs.w_star, dirs.z, dirs.zeta_unit)))
             trains.append(data.sample(dist, one, config.resolved("n_train"), gen))
             tests.append(data.sample(dist, one, config.n_test, gen))
-            arch = model.architecture(config.structure, widths, config.d, dist.rays(device), 1, gen,
-                                      config.balanced_u)
-            blocks.append(arch.blocks)
+            conv = model.Convolution(config.d, config.patches, torch.stack([one.z, one.zeta_unit], dim=1))
+            arch = model.architecture(config.structure, widths, dist.d, dist.rays(device), 1, gen,
+                                      config.balanced_u, conv)
+            archs.append(arch)
             inits.append(model.init_weights(arch, 1, config.tau0, gen))
         self.train, self.test = _concat(trains), _concat(tests)
-        self.arch = model.Architecture(
-            tuple(model.Block(b[0].sees, torch.cat([block.u for block in b])) for b in zip(*blocks)),
-            dist.rays(device), config.d)
+        self.arch = model.concat_seeds(archs)
         self.init = [torch.cat(ws, dim=1) for ws in zip(*inits)]  # [1, S, k, f]: shared by methods
         noise_seed = sum(7919 * (i + 1) * (s + 1) for i, s in enumerate(seeds))
         noise_gen = torch.Generator(device).manual_seed(noise_seed)
@@ -223,32 +242,45 @@ class Simulation:
         return progress
 
 
-def first_below(steps: list[int], series: torch.Tensor, level: float, cap: int) -> torch.Tensor:
-    """[M, S] first probed step at which `series` [P, M, S] is below `level`; `cap` if never."""
+def first_learned(steps: list[int], series: torch.Tensor, level: float, hold: int, cap: int) -> torch.Tensor:
+    """[M, S] first probed step from which `series` [P, M, S] stays below `level` for `hold`
+    consecutive probes (a run that ends below counts); `cap` if never."""
     below = series < level
-    first = below.float().argmax(0)
-    found = below.any(0)
-    return torch.where(found, torch.tensor(steps)[first], torch.full_like(first, cap)).float()
+    padded = torch.cat([below, below.new_ones(hold - 1, *below.shape[1:])])
+    held = padded.unfold(0, hold, 1).all(-1)  # [P, M, S]
+    first = held.float().argmax(0)
+    return torch.where(held.any(0), torch.tensor(steps)[first], torch.full_like(first, cap)).float()
+
+
+def mean_before(steps: list[int], series: torch.Tensor, anneal: torch.Tensor) -> torch.Tensor:
+    """[M, S] mean of `series` [P, M, S] over the probes in the second half of each run's first
+    phase, [anneal / 2, anneal]: what the part knew through the phase, not at one probe."""
+    at = torch.tensor(steps, dtype=torch.float)[:, None, None]
+    inside = ((at >= anneal / 2) & (at <= anneal)).float()
+    return (series * inside).sum(0) / inside.sum(0)
 
 
 def figures_of_merit(config: TheoryConfig, progress: Progress) -> dict[str, list[float]]:
     """Per-seed metrics named `<metric>_<method>` (issue 4): final errors, the anneal, learning order.
 
-    `p_learned_iter` / `q_learned_iter`: first probe at which the W-part's error on P (the V-part's
-    on Q) is below `learned_err`, `steps` if never (censored). Anneal metrics exist for the
-    methods that anneal (ls, s_noise).
+    `p_learned_iter` / `q_learned_iter`: the probe from which the W-part's error on P (the V-part's
+    on Q) stays below `learned_err` for `learned_probes` probes, `steps` if never (censored).
+    Anneal metrics exist for the methods that anneal (ls, s_noise): the probes at the anneal
+    (`*_at_anneal`) and the V-part's mean error over the second half of the first phase
+    (`v_on_q_err_before_anneal`).
     """
     history = {name: torch.stack(values) for name, values in progress.history.items()}
     per_method = {name: history[name][-1] for name in (
         "test_err", "p_only_err", "q_only_err", "both_err", "w_on_p_err", "v_on_q_err", "train_loss")}
-    per_method["p_learned_iter"] = first_below(progress.steps, history["w_on_p_err"], config.learned_err,
-                                               config.steps)
-    per_method["q_learned_iter"] = first_below(progress.steps, history["v_on_q_err"], config.learned_err,
-                                               config.steps)
+    for pattern, part in (("p", "w_on_p_err"), ("q", "v_on_q_err")):
+        per_method[f"{pattern}_learned_iter"] = first_learned(
+            progress.steps, history[part], config.learned_err, config.learned_probes, config.steps)
     stop = progress.merged("stop_step")
     per_method["stop_iter"] = torch.where(stop == optim.NEVER, config.steps, stop).float()
     anneal = progress.merged("anneal_step").float()
     per_method["anneal_iter"] = torch.where(anneal == optim.NEVER, math.nan, anneal)
+    per_method["v_on_q_err_before_anneal"] = mean_before(progress.steps, history["v_on_q_err"],
+                                                         per_method["anneal_iter"])
     at_anneal = [{name: a.get(name, torch.full_like(s.anneal_step, math.nan, dtype=torch.float)).cpu()
                   for name in ("v_on_q_err", "w_on_p_err", "train_loss")}
                  for a, s in zip(progress.at_anneal, progress.states)]
@@ -257,7 +289,7 @@ def figures_of_merit(config: TheoryConfig, progress: Progress) -> dict[str, list
     metrics = {}
     for name, values in per_method.items():
         for i, method in enumerate(config.methods):
-            if method == "s" and (name == "anneal_iter" or name.endswith("_at_anneal")):
+            if method == "s" and "anneal" in name:
                 continue  # S never anneals
             metrics[f"{name}_{method}"] = values[i].double().tolist()
     return metrics

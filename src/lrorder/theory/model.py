@@ -5,9 +5,12 @@ by the methods of a seed. A network is a tuple of blocks, each seeing one input:
 - structured (Section 2): W sees x1 (f = d) and V sees x2 (f = 2, the plane basis of
   `lrorder.theory.data`; V's other d - 2 columns meet no data, so they never reach the output
   and their gradient is zero: keeping only the plane is exact, tested against the R^d form);
-- unstructured U: one block sees x = (x1, x2) (f = d + 2, the same reduction).
-Gradients are derived by hand (tested against autograd): for out = u^T relu(A x + xi),
-d out / dA = (u * 1(A x + xi > 0)) x^T.
+- unstructured U: one block sees x = (x1, x2) (f = d + 2, the same reduction);
+- convolution (Appendix F.2): k filters shared by p patches of x = (x1, x2) embedded in full,
+  out = sum_i u_i^T relu(U x^(i)) with a second layer u_i per patch.
+A block sees its input as p patches of f features (p = 1 but for the convolution).
+Gradients are derived by hand (tested against autograd): for out = sum_i u_i^T relu(A x^(i) + xi_i),
+d out / dA = sum_i (u_i * 1(A x^(i) + xi_i > 0)) x^(i)T.
 
 A block that sees x2 alone, without pre-activation noise, is evaluated on the rays z, z + zeta,
 z - zeta only: relu is positively homogeneous, so g(alpha ray) = alpha g(ray). This makes the
@@ -28,15 +31,47 @@ from lrorder.theory.data import Examples
 
 
 @dataclasses.dataclass(frozen=True)
+class Convolution:
+    """Appendix F.2's geometry: `count` patches of `size` coordinates at stride size / count over
+    x = (x1, x2), whose last size / count coordinates hold x2 (F.2's simplifying assumption);
+    `q_basis` [S, 2, size / count] embeds x2's plane coordinates (z, zeta / r) there."""
+
+    size: int
+    count: int
+    q_basis: torch.Tensor
+
+    def patches(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """[S, n, count, size] patches of x = (x1, x2), x2 [S, n, 2] given in the plane basis."""
+        x = torch.cat([x1, torch.einsum("snc,scq->snq", x2, self.q_basis)], dim=-1)
+        return x.unfold(-1, self.size, self.size // self.count)
+
+
+@dataclasses.dataclass(frozen=True)
 class Block:
-    """`sees` is "x1" (the W block), "x2" (the V block) or "x" (the unstructured U)."""
+    """`sees` is "x1" (the W block), "x2" (the V block), "x" (the unstructured U) or "patches" (the
+    convolution of `conv`)."""
 
     sees: str
-    u: torch.Tensor  # [S, k], entries +-1/sqrt(k), fixed (Section 2)
+    u: torch.Tensor  # [S, hidden units], entries +-1/sqrt(hidden units), fixed (Section 2)
+    conv: Convolution | None = None
 
     @property
     def width(self) -> int:
+        """Hidden units: patches x filters."""
         return self.u.shape[-1]
+
+    @property
+    def patches(self) -> int:
+        return self.conv.count if self.conv else 1
+
+    @property
+    def filters(self) -> int:
+        """Rows of the block's weight (its neurons; shared by the patches)."""
+        return self.width // self.patches
+
+    def per_patch_u(self) -> torch.Tensor:
+        """[S, patches, filters]: u_i of every patch i."""
+        return self.u.unflatten(-1, (self.patches, self.filters))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +81,8 @@ class Architecture:
     d: int
 
     def features(self, block: Block) -> int:
+        if block.conv:
+            return block.conv.size
         return {"x1": self.d, "x2": 2, "x": self.d + 2}[block.sees]
 
 
@@ -61,42 +98,61 @@ def second_layer(seeds: int, k: int, balanced: bool, gen: torch.Generator, devic
 
 
 def architecture(structure: str, widths: tuple[int, ...], d: int, rays: torch.Tensor, seeds: int,
-                 gen: torch.Generator, balanced: bool = True) -> Architecture:
-    """"wv": blocks W (widths[0] neurons) and V (widths[1]); "u": one block of widths[0] neurons.
+                 gen: torch.Generator, balanced: bool = True,
+                 conv: Convolution | None = None) -> Architecture:
+    """"wv": blocks W (widths[0] neurons) and V (widths[1]); "u": one block of widths[0] neurons;
+    "conv": widths[0] filters over the patches of `conv`. d is the dimension of x1.
 
-    u's scale is 1/sqrt(k) with k the block's own width: the paper's 1/sqrt(m) for each block seen
-    as its own two-layer net, so that a narrow W beside a wide V still moves.
+    u's scale is 1/sqrt(k) with k the block's own hidden units: the paper's 1/sqrt(m) for each block
+    seen as its own two-layer net, so that a narrow W beside a wide V still moves.
     """
+    if structure == "conv":
+        u = second_layer(seeds, conv.count * widths[0], balanced, gen, rays.device)
+        return Architecture((Block("patches", u, conv),), rays, d)
     sees = ("x1", "x2") if structure == "wv" else ("x",)
     blocks = tuple(Block(s, second_layer(seeds, k, balanced, gen, rays.device)) for s, k in zip(sees, widths))
     return Architecture(blocks, rays, d)
+
+
+def concat_seeds(archs: list[Architecture]) -> Architecture:
+    """One architecture for all seeds from one per seed (same structure, per-seed u and Q basis)."""
+    def merged(blocks: tuple[Block, ...]) -> Block:
+        conv = blocks[0].conv and dataclasses.replace(
+            blocks[0].conv, q_basis=torch.cat([b.conv.q_basis for b in blocks]))
+        return Block(blocks[0].sees, torch.cat([b.u for b in blocks]), conv)
+
+    return Architecture(tuple(merged(b) for b in zip(*(a.blocks for a in archs))), archs[0].rays, archs[0].d)
 
 
 def init_weights(arch: Architecture, methods: int, tau0: float, gen: torch.Generator) -> list[torch.Tensor]:
     """U0 ~ N(0, tau0^2) (Section 3); every method of a seed starts from the same U0 (paired runs)."""
     weights = []
     for block in arch.blocks:
-        seeds, k = block.u.shape
-        draw = tau0 * torch.randn(seeds, k, arch.features(block), generator=gen, device=block.u.device)
+        seeds = block.u.shape[0]
+        draw = tau0 * torch.randn(seeds, block.filters, arch.features(block), generator=gen,
+                                  device=block.u.device)
         weights.append(draw.expand(methods, -1, -1, -1).clone())
     return weights
 
 
 def _inputs(block: Block, ex: Examples, rays: torch.Tensor) -> torch.Tensor:
+    """[S, n, patches, f]: what the block sees of every example."""
+    if block.sees == "patches":
+        return block.conv.patches(ex.x1, ex.x2(rays))
     if block.sees == "x1":
-        return ex.x1
+        return ex.x1[:, :, None]
     if block.sees == "x2":
-        return ex.x2(rays)
-    return torch.cat([ex.x1, ex.x2(rays)], dim=-1)
+        return ex.x2(rays)[:, :, None]
+    return torch.cat([ex.x1, ex.x2(rays)], dim=-1)[:, :, None]
 
 
 @dataclasses.dataclass
 class _Pass:
     """One block's forward pass, kept for its gradient."""
 
-    x: torch.Tensor  # [S, n', f]: the examples, or the 3 rays
-    pre: torch.Tensor  # [M, S, n', k], pre-activations including the noise
-    u: torch.Tensor
+    x: torch.Tensor  # [S, n', p, f]: the examples' patches, or the 3 rays
+    pre: torch.Tensor  # [M, S, n', p, k], pre-activations including the noise
+    u: torch.Tensor  # [S, p, k]
     ex: Examples | None  # set when evaluated on the rays: maps rays back to examples
 
     def grad(self, coeff: torch.Tensor) -> torch.Tensor:
@@ -104,8 +160,8 @@ class _Pass:
         if self.ex is not None:  # d(alpha g(ray)) = alpha d g(ray): gather the weights per ray
             ray = self.ex.ray.expand_as(coeff)
             coeff = coeff.new_zeros(*coeff.shape[:-1], 3).scatter_add_(-1, ray, coeff * self.ex.alpha)
-        active = (self.pre > 0) * coeff[..., None] * self.u[:, None, :]
-        return torch.einsum("msnk,snf->mskf", active, self.x)
+        active = (self.pre > 0) * coeff[..., None, None] * self.u[:, None]
+        return torch.einsum("msnpk,snpf->mskf", active, self.x)
 
 
 @dataclasses.dataclass
@@ -162,14 +218,15 @@ def _block_forward(block: Block, weight: torch.Tensor, ex: Examples, rays: torch
     if block.sees == "x2" and xi is not None and xi.shape[-2] == 1:
         return _NoisyRaysPass.forward(weight, block.u, xi, ex, rays.expand(seeds, 3, 2))
     on_rays = block.sees == "x2" and xi is None
-    x = rays.expand(seeds, 3, 2) if on_rays else _inputs(block, ex, rays)
-    pre = torch.einsum("snf,mskf->msnk", x, weight)
+    x = rays[:, None].expand(seeds, 3, 1, 2) if on_rays else _inputs(block, ex, rays)
+    pre = torch.einsum("snpf,mskf->msnpk", x, weight)
     if xi is not None:
-        pre = pre + xi
-    out = torch.einsum("msnk,sk->msn", pre.clamp(min=0), block.u)
+        pre = pre + xi.unflatten(-1, (block.patches, block.filters))
+    u = block.per_patch_u()
+    out = torch.einsum("msnpk,spk->msn", pre.clamp(min=0), u)
     if on_rays:
         out = ex.alpha * torch.gather(out, -1, ex.ray.expand(len(weight), seeds, n))
-    return out, _Pass(x, pre, block.u, ex if on_rays else None)
+    return out, _Pass(x, pre, u, ex if on_rays else None)
 
 
 def _forward(arch: Architecture, weights: list[torch.Tensor], ex: Examples,

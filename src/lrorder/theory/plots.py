@@ -25,17 +25,18 @@ def _per_seed_series(records: Records, name: str) -> tuple[np.ndarray, np.ndarra
 
 
 def learning_order(records: Records, methods: list[str], out: Path) -> None:
-    """Per method: W-part error on P and V-part error on Q vs iteration, seed bands, anneal marked."""
+    """Per method: the P part's error on P and the Q part's on Q (eq. 3.5-3.6: the W- and V-part of
+    the structured net) vs iteration, seed bands, anneal marked."""
     fig, axes = figures.figure(columns=len(methods), width=4.6)
     metrics = records.summary["metrics"] if records.summary else {}
     for ax, method in zip(axes[0], methods):
-        for name, label, color in ((f"w_on_p_err_{method}", "W-part on P", "C0"),
-                                   (f"v_on_q_err_{method}", "V-part on Q", "C3")):
+        for name, label, color in ((f"w_on_p_err_{method}", "P part r = f(x1, 0) on P", "C0"),
+                                   (f"v_on_q_err_{method}", "Q part g = f(0, x2) on Q", "C3")):
             steps, values = _per_seed_series(records, name)
             if steps.size:
                 figures.seed_band(ax, steps, values, label, color=color)
         anneal = metrics.get(f"anneal_iter_{method}")
-        if anneal and np.isfinite(anneal["mean"]):
+        if anneal and anneal["mean"] is not None:  # None: no seed annealed within the run
             ax.axvline(anneal["mean"], color="k", linestyle="--", linewidth=1, label="anneal (mean)")
         ax.axhline(LINEAR_Q_ERR, color="gray", linestyle=":", linewidth=1, label="linear part of Q only")
         ax.set(xlabel="iteration", ylabel="test error of the part", ylim=(-0.02, 0.6),
@@ -62,17 +63,28 @@ def final_errors(records: Records, methods: list[str], out: Path) -> None:
     figures.save(fig, out)
 
 
-def scaling(kappas: np.ndarray, ratio: np.ndarray, out: Path, xlabel: str = "kappa") -> None:
-    """test_err_ls / test_err_s per seed vs kappa on log-log axes, beside a line through O(kappa)."""
-    fig, axes = figures.figure()
-    ax = axes[0][0]
-    for column, kappa in enumerate(kappas):
-        ax.plot(np.full(ratio.shape[0], kappa), ratio[:, column], ".", color="C0", alpha=0.4)
-    mean = np.nanmean(ratio, axis=0)
-    ax.plot(kappas, mean, "o-", color="C0", label="measured: test err L-S / S (mean, seeds as dots)")
-    anchor = mean[np.isfinite(mean)][0] / kappas[np.isfinite(mean)][0] if np.isfinite(mean).any() else 1.0
-    ax.plot(kappas, anchor * kappas, "k--", label="O(kappa) (Theorems 3.4, 3.5), through the first point")
-    ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="test error ratio L-S / S",
-           title="Does the gap scale as the paper says?")
-    ax.legend(fontsize=8)
+def scaling(kappas: np.ndarray, errors: dict[str, tuple[np.ndarray, np.ndarray]], out: Path,
+            xlabel: str = "kappa") -> None:
+    """Per error name, test error of S / test error of L-S vs kappa on log-log axes: the ratio of
+    the seed means (seeds as dots where both are non-zero), beside a line through Omega(1/kappa).
+
+    `errors[name]` is ([seeds, kappas] of S, the same of L-S)."""
+    fig, axes = figures.figure(columns=len(errors))
+    for ax, (name, (s, ls)) in zip(axes[0], errors.items()):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_seed = s / ls
+            ratio = s.mean(0) / ls.mean(0)
+        for column, kappa in enumerate(kappas):
+            finite = per_seed[np.isfinite(per_seed[:, column]) & (per_seed[:, column] > 0), column]
+            ax.plot(np.full(finite.size, kappa), finite, ".", color="C0", alpha=0.4)
+        shown = np.isfinite(ratio) & (ratio > 0)
+        ax.plot(kappas[shown], ratio[shown], "o-", color="C0", label="measured: S / L-S (seed means)")
+        if shown.any():
+            anchor = ratio[shown][0] * kappas[shown][0]
+            ax.plot(kappas, anchor / kappas, "k--",
+                    label="Omega(1/kappa) (Theorems 3.4-3.5), through the first point")
+        ax.axhline(1.0, color="gray", linestyle=":", linewidth=1)
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=f"{name}: S / L-S",
+               title=f"{name}: does the gap scale as the paper says?")
+        ax.legend(fontsize=7)
     figures.save(fig, out)
