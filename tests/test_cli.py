@@ -186,5 +186,5 @@ def test_a_claim_on_a_metric_no_seed_measured_is_not_counted_as_a_miss():
                                                                            "relation": ">="}}}
     assert verdict_sentence(summary) == ("All 1 measured metrics the paper states agree with it (within the "
                                          "tolerance shown, or on the right side of the paper's bound). Not "
-                                         "measured in this run (e.g. no seed annealed): b.")
+                                         "measured in every seed (e.g. a run that never annealed): b.")
     assert summary_table(summary).splitlines()[-1].endswith("| n/a | n/a |")

@@ -54,7 +54,8 @@ def test_convolution_is_the_sum_over_patches_of_shared_filters():
     dist, dirs, ex, arch, weights, _ = setting("conv")
     (block,) = arch.blocks
     assert (block.patches, block.filters, block.width) == (PATCHES, 7, 21)
-    torch.testing.assert_close(block.u.abs(), torch.full_like(block.u, 21**-0.5))
+    torch.testing.assert_close(block.u.abs(), torch.full_like(block.u, 7**-0.5))  # u_i: +-1/sqrt(m)
+    assert torch.all(block.per_patch_u().sign().sum(-1) == torch.tensor([1.0, 1.0, 1.0]))  # 4 vs 3 per patch
     z, zeta = dirs.z.double()[:, None], dist.r * dirs.zeta_unit.double()[:, None]
     sign = torch.where(ex.ray == 1, 1.0, -1.0).double()[..., None]
     x2 = ex.alpha[..., None] * torch.where((ex.ray == 0)[..., None], z, z + sign * zeta)
@@ -65,11 +66,11 @@ def test_convolution_is_the_sum_over_patches_of_shared_filters():
                   for i in range(PATCHES)]
         return sum(torch.einsum("msnk,sk->msn", h, u[:, i]) for i, h in enumerate(hidden))
 
-    x1_only, x2_only = ex.x1, x2.new_zeros(*x2.shape[:2], 16)
+    no_x1, no_x2 = ex.x1.new_zeros(ex.x1.shape), x2.new_zeros(x2.shape)
     torch.testing.assert_close(model.output(arch, weights, ex), by_hand(torch.cat([ex.x1, x2], -1)))
     r, g = model.parts(arch, weights, ex)  # eq. F.6-F.7
-    torch.testing.assert_close(r, by_hand(torch.cat([x1_only, x2.new_zeros(x2.shape)], -1)))
-    torch.testing.assert_close(g, by_hand(torch.cat([x2_only, x2], -1)))
+    torch.testing.assert_close(r, by_hand(torch.cat([ex.x1, no_x2], -1)))
+    torch.testing.assert_close(g, by_hand(torch.cat([no_x1, x2], -1)))
 
 
 def test_v_on_the_rays_equals_v_on_every_example():

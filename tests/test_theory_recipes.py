@@ -107,27 +107,33 @@ def test_learned_means_below_the_level_for_consecutive_probes():
     late = torch.tensor([0.5, 0.5, 0.5, 0.5, 0.05, 0.05])
     never = torch.full((6,), 0.3)
     series = torch.stack([flickers, late, never], dim=1)[:, None, :]  # [P, M=1, S=3]
-    held = experiment.first_learned(steps, series, 0.1, hold=3, cap=600)
-    assert held.tolist() == [[300.0, 400.0, 600.0]]  # a run that ends below counts
-    assert experiment.first_learned(steps, series, 0.1, hold=1, cap=600).tolist() == [[100.0, 400.0, 600.0]]
+    held = experiment.first_learned(steps, series, 0.1, hold=3, cap=501)
+    assert held.tolist() == [[300.0, 400.0, 501.0]]  # a run that ends below counts
+    assert experiment.first_learned(steps, series, 0.1, hold=1, cap=501).tolist() == [[100.0, 400.0, 501.0]]
+    last_only = torch.tensor([0.5] * 5 + [0.05])[:, None, None]
+    assert experiment.first_learned(steps, last_only, 0.1, hold=3, cap=501).item() == 500.0  # not the cap
 
 
 def test_mean_before_the_anneal_reads_the_second_half_of_the_first_phase():
     steps = list(range(0, 1100, 100))
-    series = torch.tensor(steps, dtype=torch.float)[:, None, None].expand(-1, 1, 2)
-    anneal = torch.tensor([[1000.0, math.nan]])
-    before = experiment.mean_before(steps, series, anneal)
-    assert before[0, 0].item() == 750.0  # probes 500 ... 1000
-    assert math.isnan(before[0, 1].item())  # a run that never anneals
+    series = torch.tensor(steps, dtype=torch.float)[:, None, None].expand(-1, 1, 2).clone()
+    series[-1, 0, 1] = math.nan  # a probe outside a run's window does not reach its mean
+    anneal = torch.tensor([[1000.0, 600.0]])
+    assert experiment.mean_before(steps, series, anneal).tolist() == [[750.0, 450.0]]  # 500-1000; 300-600
+    never = experiment.mean_before(steps, series, torch.tensor([[math.nan, 1000.0]]))
+    assert math.isnan(never[0, 0].item())  # a run that never anneals
 
 
 def test_learning_order_flags_read_the_sustained_iterations():
-    metrics = {"anneal_iter_ls": [1000, 1000, 1000, 1000], "p_learned_iter_ls": [100, 100, 1200, 100],
-               "q_learned_iter_ls": [1500, 800, 1500, 3000],
-               "q_learned_iter_s": [200, 900, 3000], "p_learned_iter_s": [900, 200, 3000]}
-    flags = recipes.learning_order_flags(metrics, steps=3000)
-    assert flags["ls_p_before_q"] == [1.0, 0.0, 0.0, 1.0]
-    assert flags["ls_q_after_anneal"] == [1.0, 0.0, 1.0, 0.0]  # 3000 = censored: never learned
+    metrics = {"anneal_iter_ls": [1000, 1000, 1000, 1000, 1000, math.nan],
+               "p_learned_iter_ls": [100, 100, 1200, 100, 100, 100],
+               "w_on_p_err_at_anneal_ls": [0.05, 0.05, 0.3, 0.05, 0.2, 0.05],  # seed 4 lost P again
+               "q_learned_iter_ls": [1500, 800, 1500, 3001, 1500, 3001],
+               "q_learned_iter_s": [200, 900, 3001], "p_learned_iter_s": [900, 200, 3001]}
+    flags = recipes.learning_order_flags(metrics, learned_err=0.1, steps=3000)
+    assert flags["ls_p_before_q"][:5] == [1.0, 0.0, 0.0, 1.0, 0.0] and math.isnan(flags["ls_p_before_q"][5])
+    assert flags["ls_q_after_anneal"][:5] == [1.0, 0.0, 1.0, 0.0, 1.0]  # 3001 = censored: never learned
+    assert math.isnan(flags["ls_q_after_anneal"][5])  # never annealed: no verdict
     assert flags["s_q_before_p"] == [1.0, 0.0, 0.0]
 
 
@@ -146,9 +152,18 @@ def test_theory_conv_is_theory_order_with_the_convolution_net(tmp_path):
 
 def test_conv_defaults_follow_theorem_f2():
     """Theorem F.2: Assumption 3.3 with d replaced by d k and r by r / k; x2 fills the last stride."""
-    config = experiment.TheoryConfig(structure="conv", d=64, patches=2, kappa=0.5)
-    assert config.resolved("n_train") == 512
-    assert config.resolved("r") == pytest.approx(128**-0.75 / 2)
-    assert config.resolved("lam") == pytest.approx(128**-1.25)
+    config = experiment.TheoryConfig(structure="conv", d=64, patches=4, kappa=0.5)
+    assert config.resolved("n_train") == 1024
+    assert config.resolved("r") == pytest.approx(256**-0.75 / 4)
+    assert config.resolved("lam") == pytest.approx(256**-1.25)
     dist = config.distribution()
-    assert (dist.d, dist.q_dim) == (64, 32)  # x in R^96: two patches of 64 at stride 32
+    assert (dist.d, dist.q_dim) == (96, 16)  # x in R^112: four patches of 64 at stride 16
+
+
+def test_a_run_recorded_before_the_sustained_metrics_still_renders(tmp_path):
+    """Old summaries lack v_on_q_err_before_anneal_ls and ls_q_after_anneal: the discussion says n/a."""
+    stat = {"mean": 0.5, "std": 0.0, "per_seed": [0.5]}
+    old = {name: stat for name in ("ls_p_before_q", "anneal_iter_ls", "v_on_q_err_at_anneal_ls")}
+    records = type("Records", (), {"summary": {"metrics": old}, "config": {"config": {"methods": ["ls"]}}})()
+    (first,) = recipes.TheoryOrder().discuss(records)
+    assert "second half of the large-LR phase n/a" in first and "after the anneal in n/a" in first

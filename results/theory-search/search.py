@@ -23,7 +23,7 @@ start = time.perf_counter()
 sim = Simulation(config, list(range(seeds)))
 progress = sim.run(sim.start())
 metrics = figures_of_merit(config, progress)
-metrics.update(learning_order_flags(metrics, config.steps))
+metrics.update(learning_order_flags(metrics, config.learned_err, config.steps))
 seconds = time.perf_counter() - start
 history = {k: torch.stack(v).mean(-1).tolist() for k, v in progress.history.items()
            if k in ("w_on_p_err", "v_on_q_err", "p_only_err", "test_err", "train_loss",

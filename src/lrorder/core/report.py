@@ -67,7 +67,7 @@ def verdict_sentence(summary: Mapping[str, Any]) -> str:
         return "The paper states no number for these metrics; they are reported as measured."
     means = {name: summary["metrics"].get(name, {}).get("mean") for name in claims}
     unmeasured = [name for name, mean in means.items() if mean is None]
-    untested = (f" Not measured in this run (e.g. no seed annealed): {', '.join(unmeasured)}."
+    untested = (f" Not measured in every seed (e.g. a run that never annealed): {', '.join(unmeasured)}."
                 if unmeasured else "")
     misses = [f"{name} (measured {fmt(means[name])}, paper {claim.relation} {fmt(claim.value)})"
               for name, claim in claims.items() if means[name] is not None and not claim.agrees(means[name])]

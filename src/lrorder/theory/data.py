@@ -1,12 +1,13 @@
 """The P/Q data distribution of Li, Wei & Ma (2019), Section 2 (eq. 2.1-2.5), batched over seeds.
 
 An example is x = (x1, x2): x1 in R^d is the P part (two half-Gaussians with margin gamma0
-along a unit w*), x2 in R^d the Q part (alpha z or alpha (z + b zeta), |zeta| = r, zeta ⟂ z).
+along a unit w*), x2 in R^q_dim the Q part (alpha z or alpha (z + b zeta), |zeta| = r, zeta ⟂ z;
+q_dim = d as in Section 2, or the last stride of Appendix F.2's convolution).
 x2 always lies in the plane spanned by z and zeta, so it is stored exactly as its coordinates
 in the orthonormal basis (z, zeta / r): (alpha, 0) for y = +1 and (alpha, alpha b r) for y = -1.
 Because x2 = alpha * ray with alpha >= 0, it is also stored as (alpha, ray index), which lets a
 ReLU block that sees x2 alone be evaluated on the three rays z, z + zeta, z - zeta only
-(positive homogeneity), see `lrorder.theory.model`. `embed_x2` maps back to R^d.
+(positive homogeneity), see `lrorder.theory.model`. `embed_x2` maps back to R^q_dim.
 """
 
 from __future__ import annotations
@@ -119,6 +120,6 @@ def sample(dist: Distribution, dirs: Directions, n: int, gen: torch.Generator) -
 
 
 def embed_x2(x2_plane: torch.Tensor, dirs: Directions) -> torch.Tensor:
-    """[S, n, 2] plane coordinates -> [S, n, d] vectors alpha z + alpha b zeta in R^d."""
+    """[S, n, 2] plane coordinates -> [S, n, q_dim] vectors alpha z + alpha b zeta in R^q_dim."""
     basis = torch.stack([dirs.z, dirs.zeta_unit], dim=1)  # [S, 2, d]
     return torch.einsum("snk,skd->snd", x2_plane, basis)

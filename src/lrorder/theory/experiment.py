@@ -90,7 +90,7 @@ class TheoryConfig:
         if self.structure == "conv" and (self.d % self.patches or self.d // self.patches < 2):
             problems.append(f"conv needs d divisible by patches with d/patches >= 2 (got d={self.d}, "
                             f"patches={self.patches})")
-        if self.resolved("n_train") * self.d > MAX_TRAIN_ENTRIES:
+        if self.resolved("n_train") * self.d > MAX_TRAIN_ENTRIES:  # d: x1's size up to a factor 2 (conv)
             problems.append(f"n_train * d = {self.resolved('n_train') * self.d:g} is too large "
                             f"(> {MAX_TRAIN_ENTRIES:g}): raise kappa or set n_train")
         return problems
@@ -184,7 +184,8 @@ class Simulation:
             one = data.Directions(*(t[i:i + 1] for t in (dirs.w_star, dirs.z, dirs.zeta_unit)))
             trains.append(data.sample(dist, one, config.resolved("n_train"), gen))
             tests.append(data.sample(dist, one, config.n_test, gen))
-            conv = model.Convolution(config.d, config.patches, torch.stack([one.z, one.zeta_unit], dim=1))
+            conv = (model.Convolution(config.d, config.patches, torch.stack([one.z, one.zeta_unit], dim=1))
+                    if config.structure == "conv" else None)
             arch = model.architecture(config.structure, widths, dist.d, dist.rays(device), 1, gen,
                                       config.balanced_u, conv)
             archs.append(arch)
@@ -244,7 +245,7 @@ class Simulation:
 
 def first_learned(steps: list[int], series: torch.Tensor, level: float, hold: int, cap: int) -> torch.Tensor:
     """[M, S] first probed step from which `series` [P, M, S] stays below `level` for `hold`
-    consecutive probes (a run that ends below counts); `cap` if never."""
+    consecutive probes (fewer where the run ends first); `cap` if never."""
     below = series < level
     padded = torch.cat([below, below.new_ones(hold - 1, *below.shape[1:])])
     held = padded.unfold(0, hold, 1).all(-1)  # [P, M, S]
@@ -256,15 +257,15 @@ def mean_before(steps: list[int], series: torch.Tensor, anneal: torch.Tensor) ->
     """[M, S] mean of `series` [P, M, S] over the probes in the second half of each run's first
     phase, [anneal / 2, anneal]: what the part knew through the phase, not at one probe."""
     at = torch.tensor(steps, dtype=torch.float)[:, None, None]
-    inside = ((at >= anneal / 2) & (at <= anneal)).float()
-    return (series * inside).sum(0) / inside.sum(0)
+    inside = (at >= anneal / 2) & (at <= anneal)
+    return torch.where(inside, series, 0.0).sum(0) / inside.sum(0)
 
 
 def figures_of_merit(config: TheoryConfig, progress: Progress) -> dict[str, list[float]]:
     """Per-seed metrics named `<metric>_<method>` (issue 4): final errors, the anneal, learning order.
 
     `p_learned_iter` / `q_learned_iter`: the probe from which the W-part's error on P (the V-part's
-    on Q) stays below `learned_err` for `learned_probes` probes, `steps` if never (censored).
+    on Q) stays below `learned_err` for `learned_probes` probes; `steps + 1` if never (censored).
     Anneal metrics exist for the methods that anneal (ls, s_noise): the probes at the anneal
     (`*_at_anneal`) and the V-part's mean error over the second half of the first phase
     (`v_on_q_err_before_anneal`).
@@ -274,7 +275,7 @@ def figures_of_merit(config: TheoryConfig, progress: Progress) -> dict[str, list
         "test_err", "p_only_err", "q_only_err", "both_err", "w_on_p_err", "v_on_q_err", "train_loss")}
     for pattern, part in (("p", "w_on_p_err"), ("q", "v_on_q_err")):
         per_method[f"{pattern}_learned_iter"] = first_learned(
-            progress.steps, history[part], config.learned_err, config.learned_probes, config.steps)
+            progress.steps, history[part], config.learned_err, config.learned_probes, config.steps + 1)
     stop = progress.merged("stop_step")
     per_method["stop_iter"] = torch.where(stop == optim.NEVER, config.steps, stop).float()
     anneal = progress.merged("anneal_step").float()

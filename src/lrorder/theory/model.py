@@ -43,7 +43,9 @@ class Convolution:
     def patches(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """[S, n, count, size] patches of x = (x1, x2), x2 [S, n, 2] given in the plane basis."""
         x = torch.cat([x1, torch.einsum("snc,scq->snq", x2, self.q_basis)], dim=-1)
-        return x.unfold(-1, self.size, self.size // self.count)
+        patches = x.unfold(-1, self.size, self.size // self.count)
+        assert patches.shape[-2] == self.count, "x1 and x2 must fill the patches exactly"
+        return patches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +54,7 @@ class Block:
     convolution of `conv`)."""
 
     sees: str
-    u: torch.Tensor  # [S, hidden units], entries +-1/sqrt(hidden units), fixed (Section 2)
+    u: torch.Tensor  # [S, hidden units] (patch-major for the convolution), fixed (Section 2)
     conv: Convolution | None = None
 
     @property
@@ -103,11 +105,12 @@ def architecture(structure: str, widths: tuple[int, ...], d: int, rays: torch.Te
     """"wv": blocks W (widths[0] neurons) and V (widths[1]); "u": one block of widths[0] neurons;
     "conv": widths[0] filters over the patches of `conv`. d is the dimension of x1.
 
-    u's scale is 1/sqrt(k) with k the block's own hidden units: the paper's 1/sqrt(m) for each block
-    seen as its own two-layer net, so that a narrow W beside a wide V still moves.
+    u's scale is 1/sqrt(k) with k the block's own width: the paper's 1/sqrt(m) for each block seen
+    as its own two-layer net, so that a narrow W beside a wide V still moves; for the convolution,
+    each patch's u_i in R^m has entries +-1/sqrt(m) (Appendix F.2), balanced per patch.
     """
     if structure == "conv":
-        u = second_layer(seeds, conv.count * widths[0], balanced, gen, rays.device)
+        u = second_layer(seeds * conv.count, widths[0], balanced, gen, rays.device).view(seeds, -1)
         return Architecture((Block("patches", u, conv),), rays, d)
     sees = ("x1", "x2") if structure == "wv" else ("x",)
     blocks = tuple(Block(s, second_layer(seeds, k, balanced, gen, rays.device)) for s, k in zip(sees, widths))

@@ -35,9 +35,9 @@ def learning_order(records: Records, methods: list[str], out: Path) -> None:
             steps, values = _per_seed_series(records, name)
             if steps.size:
                 figures.seed_band(ax, steps, values, label, color=color)
-        anneal = metrics.get(f"anneal_iter_{method}")
-        if anneal and anneal["mean"] is not None:  # None: no seed annealed within the run
-            ax.axvline(anneal["mean"], color="k", linestyle="--", linewidth=1, label="anneal (mean)")
+        anneal = np.array(metrics.get(f"anneal_iter_{method}", {}).get("per_seed", []), dtype=float)
+        if np.isfinite(anneal).any():  # NaN: a seed that never annealed within the run
+            ax.axvline(np.nanmean(anneal), color="k", linestyle="--", linewidth=1, label="anneal (mean)")
         ax.axhline(LINEAR_Q_ERR, color="gray", linestyle=":", linewidth=1, label="linear part of Q only")
         ax.set(xlabel="iteration", ylabel="test error of the part", ylim=(-0.02, 0.6),
                title=LABELS.get(method, method))
@@ -73,7 +73,7 @@ def scaling(kappas: np.ndarray, errors: dict[str, tuple[np.ndarray, np.ndarray]]
     for ax, (name, (s, ls)) in zip(axes[0], errors.items()):
         with np.errstate(divide="ignore", invalid="ignore"):
             per_seed = s / ls
-            ratio = s.mean(0) / ls.mean(0)
+            ratio = np.nanmean(s, 0) / np.nanmean(ls, 0)
         for column, kappa in enumerate(kappas):
             finite = per_seed[np.isfinite(per_seed[:, column]) & (per_seed[:, column] > 0), column]
             ax.plot(np.full(finite.size, kappa), finite, ".", color="C0", alpha=0.4)
