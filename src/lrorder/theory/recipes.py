@@ -32,7 +32,7 @@ REGIME = {"d": 100, "n_train": 1000, "p0": 0.05, "q0": 0.5, "r": 0.3, "tau0": 0.
           "eta1": 10.0, "eta2": 0.1, "anneal_at": 1000}
 QUICK = {**REGIME, "steps": 3000, "n_test": 4000, "probe_every": 100}
 CONV_REGIME = {"structure": "conv", "d": 64, "patches": 2, "m_w": 1024, "n_train": 500, "p0": 0.05, "q0": 0.7,
-               "r": 0.5, "lam": 0.00316, "tau0": 0.4, "eta1": 10.0, "eta2": 0.1, "anneal_at": 1000,
+               "r": 0.5, "lam": 0.00316, "tau0": 0.4, "eta1": 40.0, "eta2": 0.1, "anneal_at": 1000,
                "methods": ("ls", "s")}
 
 
@@ -176,7 +176,7 @@ class TheoryConv(TheoryOrder):
     reference = f"{PAPER}, Appendix F.2 (Theorem F.2)"
     profiles = {"quick": {**CONV_REGIME, "steps": 3000, "n_test": 2000},
                 "full": {**CONV_REGIME, "steps": 6000, "n_test": 10000}}
-    cost = {"quick": "~2 min CPU (5 seeds)", "full": "~8 min CPU (10 seeds, estimated)"}
+    cost = {"quick": "~5 min CPU (5 seeds)", "full": "~11 min CPU (5 seeds, estimated)"}
     default_seeds = 5
 
 
