@@ -30,15 +30,18 @@ class TheoryConfig:
                    check=at_least(4))
     kappa: float = param(0.3, "kappa of Assumption 3.3 (N/d = 1/kappa^2, p0 = kappa^2/2); used "
                          "where n_train, p0 are unset", check=between(1e-3, 1.0))
-    n_train: int | None = param(None, "N, training examples (unset: d/kappa^2)", check=at_least(1),
+    n_train: int | None = param(None, "N, training examples (unset: d/kappa^2; conv: d k/kappa^2)",
+                                check=at_least(1),
                                 paper="d / kappa^2")
-    r: float | None = param(None, "|zeta|, the Q pattern's gap (unset: d^-3/4)", check=between(1e-6, 1.0),
+    r: float | None = param(None, "|zeta|, the Q pattern's gap (unset: d^-3/4; conv: (d k)^-3/4 / k)",
+                              check=between(1e-6, 1.0),
                               paper="d^-3/4")
     p0: float | None = param(None, "P-only probability (unset: kappa^2/2)", check=between(0.0, 1.0),
                                paper="kappa^2 / 2")
     q0: float = param(0.4, "Q-only probability (Theta(1) in Assumption 3.3)", check=between(0.0, 1.0),
                        paper="Theta(1)")
-    lam: float | None = param(None, "weight decay lambda (unset: d^-5/4)", check=at_least(0.0),
+    lam: float | None = param(None, "weight decay lambda (unset: d^-5/4; conv: (d k)^-5/4)",
+                                check=at_least(0.0),
                                 paper="d^-5/4")
     structure: Literal["wv", "u", "conv"] = param("wv", "wv: W sees x1, V sees x2 (Section 2); u: one "
                                                   "unstructured U sees both; conv: filters shared by "

@@ -176,7 +176,7 @@ class TheoryConv(TheoryOrder):
     reference = f"{PAPER}, Appendix F.2 (Theorem F.2)"
     profiles = {"quick": {**CONV_REGIME, "steps": 3000, "n_test": 2000},
                 "full": {**CONV_REGIME, "steps": 6000, "n_test": 10000}}
-    cost = {"quick": "~5 min CPU (5 seeds)", "full": "~11 min CPU (5 seeds, estimated)"}
+    cost = {"quick": "~5 min CPU (5 seeds)", "full": "~14 min CPU (5 seeds)"}
     default_seeds = 5
 
 
