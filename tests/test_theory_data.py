@@ -63,7 +63,7 @@ def test_directions_are_unit_orthogonal_random_and_differ_by_seed(drawn):
         assert vector.abs().max().item() < 0.9  # not axis-aligned
     assert torch.einsum("sd,sd->s", dirs.z, dirs.zeta_unit).abs().max().item() < 1e-6
     assert (dirs.w_star[0] - dirs.w_star[1]).norm().item() > 0.5
-    full = data.embed_x2(ex.x2(dist.rays())[:, :50], dirs)
+    full = data.embed_x2(ex.x2(dist.rays())[:, :50], dirs.q_basis)
     zeta = dist.r * dirs.zeta_unit
     y = ex.y[:, :50]
     expected = ex.alpha[:, :50, None] * (dirs.z[:, None] + torch.where(

@@ -19,7 +19,7 @@ def setting(structure, dtype=torch.float64):
     gen = torch.Generator().manual_seed(0)
     ex = data.sample(dist, dirs, 40, gen)
     ex = data.Examples(ex.x1.to(dtype), ex.alpha.to(dtype), ex.ray, ex.y.to(dtype), ex.kind)
-    conv = model.Convolution(PATCH, PATCHES, torch.stack([dirs.z, dirs.zeta_unit], dim=1).to(dtype))
+    conv = model.Convolution(PATCH, PATCHES, dirs.q_basis.to(dtype))
     arch = model.architecture(structure, (7, 9), dist.d, dist.rays().to(dtype), SEEDS, gen, conv=conv)
     blocks = tuple(dataclasses.replace(b, u=b.u.to(dtype)) for b in arch.blocks)
     arch = dataclasses.replace(arch, blocks=blocks)
@@ -89,11 +89,10 @@ def test_plane_basis_equals_the_full_d_computation():
     the gradient has no component off the plane, so the other columns only carry noise."""
     _, dirs, ex, arch, weights, gen = setting("wv")
     block = arch.blocks[1]
-    basis = torch.stack([dirs.z, dirs.zeta_unit], dim=1).double()  # [S, 2, d]
+    basis = dirs.q_basis.double()  # [S, 2, d]
     v_full = torch.randn(METHODS, SEEDS, block.width, D, generator=gen, dtype=torch.float64)
     v_full.requires_grad_()
-    x2_full = data.embed_x2(ex.x2(arch.rays), data.Directions(dirs.w_star.double(), dirs.z.double(),
-                                                               dirs.zeta_unit.double()))
+    x2_full = data.embed_x2(ex.x2(arch.rays), basis)
     out_full = torch.einsum("msnk,sk->msn", torch.einsum("snd,mskd->msnk", x2_full, v_full).relu(), block.u)
     loss = model.logistic(out_full, ex.y).mean(-1).sum()
     (grad_full,) = torch.autograd.grad(loss, v_full)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lrorder.cli import main
+from lrorder.core.rundir import Records
 from lrorder.theory import experiment, recipes
 
 TOY = ["--set", "d=16", "--set", "n_train=120", "--set", "m_w=8", "--set", "m_v=40", "--set", "steps=60",
@@ -164,6 +165,7 @@ def test_a_run_recorded_before_the_sustained_metrics_still_renders(tmp_path):
     """Old summaries lack v_on_q_err_before_anneal_ls and ls_q_after_anneal: the discussion says n/a."""
     stat = {"mean": 0.5, "std": 0.0, "per_seed": [0.5]}
     old = {name: stat for name in ("ls_p_before_q", "anneal_iter_ls", "v_on_q_err_at_anneal_ls")}
-    records = type("Records", (), {"summary": {"metrics": old}, "config": {"config": {"methods": ["ls"]}}})()
-    (first,) = recipes.TheoryOrder().discuss(records)
+    (tmp_path / "summary.json").write_text(json.dumps({"metrics": old}))
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"methods": ["ls"]}}))
+    (first,) = recipes.TheoryOrder().discuss(Records(tmp_path))
     assert "second half of the large-LR phase n/a" in first and "after the anneal in n/a" in first

@@ -54,6 +54,11 @@ class Directions:
     z: torch.Tensor  # [S, q_dim]
     zeta_unit: torch.Tensor  # [S, q_dim], orthogonal to z
 
+    @property
+    def q_basis(self) -> torch.Tensor:
+        """[S, 2, q_dim]: the orthonormal basis (z, zeta / r) of the Q plane."""
+        return torch.stack([self.z, self.zeta_unit], dim=1)
+
 
 @dataclasses.dataclass(frozen=True)
 class Examples:
@@ -119,7 +124,7 @@ def sample(dist: Distribution, dirs: Directions, n: int, gen: torch.Generator) -
     return Examples(x1=x1, alpha=alpha, ray=ray, y=y, kind=kind)
 
 
-def embed_x2(x2_plane: torch.Tensor, dirs: Directions) -> torch.Tensor:
-    """[S, n, 2] plane coordinates -> [S, n, q_dim] vectors alpha z + alpha b zeta in R^q_dim."""
-    basis = torch.stack([dirs.z, dirs.zeta_unit], dim=1)  # [S, 2, d]
-    return torch.einsum("snk,skd->snd", x2_plane, basis)
+def embed_x2(x2_plane: torch.Tensor, q_basis: torch.Tensor) -> torch.Tensor:
+    """[S, n, 2] plane coordinates -> [S, n, q_dim] vectors alpha z + alpha b zeta, given
+    `Directions.q_basis`."""
+    return torch.einsum("snk,skd->snd", x2_plane, q_basis)

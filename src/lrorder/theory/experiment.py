@@ -187,7 +187,7 @@ class Simulation:
             one = data.Directions(*(t[i:i + 1] for t in (dirs.w_star, dirs.z, dirs.zeta_unit)))
             trains.append(data.sample(dist, one, config.resolved("n_train"), gen))
             tests.append(data.sample(dist, one, config.n_test, gen))
-            conv = (model.Convolution(config.d, config.patches, torch.stack([one.z, one.zeta_unit], dim=1))
+            conv = (model.Convolution(config.d, config.patches, one.q_basis)
                     if config.structure == "conv" else None)
             arch = model.architecture(config.structure, widths, dist.d, dist.rays(device), 1, gen,
                                       config.balanced_u, conv)

@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lrorder.theory.data import Examples
+from lrorder.theory.data import Examples, embed_x2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Convolution:
 
     def patches(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """[S, n, count, size] patches of x = (x1, x2), x2 [S, n, 2] given in the plane basis."""
-        x = torch.cat([x1, torch.einsum("snc,scq->snq", x2, self.q_basis)], dim=-1)
+        x = torch.cat([x1, embed_x2(x2, self.q_basis)], dim=-1)
         patches = x.unfold(-1, self.size, self.size // self.count)
         assert patches.shape[-2] == self.count, "x1 and x2 must fill the patches exactly"
         return patches

@@ -37,7 +37,7 @@ CONV_REGIME = {"structure": "conv", "d": 64, "patches": 2, "m_w": 1024, "n_train
 
 
 @contextlib.contextmanager
-def _one_cpu_thread(device: str, config: TheoryConfig):
+def _cpu_threads(device: str, config: TheoryConfig):
     """The structured net's tensors are small: on a shared CPU, intra-op threads wait on each other
     more than they help. The convolution's are large enough for threads to pay (1.6x on 2 cores)."""
     threads = torch.get_num_threads()
@@ -51,7 +51,7 @@ def _one_cpu_thread(device: str, config: TheoryConfig):
 
 def _simulate(ctx, config: TheoryConfig, progress: Progress | None, save) -> dict[str, list[float]]:
     """Run (or resume) one batched simulation, logging every probe per seed."""
-    with _one_cpu_thread(ctx.device, config):
+    with _cpu_threads(ctx.device, config):
         return _simulate_batched(ctx, config, progress, save)
 
 
@@ -147,8 +147,10 @@ class TheoryOrder(Recipe):
         methods = records.config["config"]["methods"]
         if not metrics:
             return []
+        means = records.means()
+
         def mean(name: str) -> str:  # runs recorded before a metric existed lack it
-            return fmt(metrics.get(name, {}).get("mean"))
+            return fmt(means.get(name))
 
         lines = []
         if "ls_p_before_q" in metrics:
