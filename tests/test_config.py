@@ -6,6 +6,7 @@ import pytest
 
 from lrorder.core.config import at_least, between, greater, param, parse_value, resolve
 from lrorder.core.errors import UserError
+from lrorder.core.recipe import all_recipes, get_recipe, profile_values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,3 +55,14 @@ def test_every_problem_is_reported_in_one_line():
     text = str(info.value)
     assert "\n" not in text
     assert all(part in text for part in ("lr must be", "steps must be", "'bogus'"))
+
+
+@pytest.mark.parametrize("name, profile", [(name, profile) for name, recipe in all_recipes().items()
+                                           for profile in recipe.profiles])
+def test_every_profile_of_every_recipe_resolves_and_passes_its_checks(name, profile):
+    """What `reproduce` and `--profile` run: a profile that names an unknown key or breaks a
+    check would fail only when a user runs it."""
+    recipe = get_recipe(name)
+    config = resolve(recipe.Config, profile_values(recipe, profile))
+    assert type(config) is recipe.Config and (not hasattr(config, "problems") or config.problems() == [])
+    recipe.paper(config)  # the claims made at this profile can be stated

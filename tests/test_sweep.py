@@ -1,10 +1,14 @@
-"""Sweeps: grid parsing, the local and Ray backends agree, a killed sweep resumes without loss."""
+"""Sweeps: grid parsing, the local and Ray backends agree, a killed sweep leaves no process and
+resumes without loss, corrupt records, more seeds later, nothing written before an error."""
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +39,7 @@ def test_parse_grid_lists_and_ranges():
     (["--grid", "steps="], "has no values"),
     (["--grid", "steps=1,x"], "steps='x' is not valid: expected an integer"),
     (["--grid", "eps=lin:1:2"], "a range is lin:LOW:HIGH:COUNT"),
+    (["--grid", "n=3,4", "--set", "n=5"], "n is both fixed with --set and swept with --grid: drop one"),
 ])
 def test_bad_grids_fail_before_anything_starts(tmp_path, capsys, argv, message):
     assert main(["sweep", "convex-claim1", *argv, "--out", str(tmp_path / "s")]) == 2
@@ -94,20 +99,44 @@ def test_two_sweeps_never_share_a_directory_at_once(tmp_path, capsys):
     assert "another sweep is running" in capsys.readouterr().err
 
 
-def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
+def alive_in_session(session: int) -> list[str]:
+    """The processes (not zombies) of a session, as "pid state command", read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1: text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(f"{stat.parent.name} {fields[0]} {name}")
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killed_sweep_leaves_no_process_and_resumes_without_loss(tmp_path):
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "lrorder", "sweep", "convex-lemma2", "--grid", "steps=0,1,2,4,8,16",
-            "--set", "instances=20000", "--max-parallel", "1", "--out", str(out)]
+            "--set", "instances=20000", "--max-parallel", "2", "--out", str(out)]
     process = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(list(out.glob("runs/*/summary.json"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("runs/*/summary.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)  # the sweep process only, as `kill -9 PID` does
+        process.wait()
+        deadline = time.monotonic() + 10
+        while alive_in_session(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive_in_session(process.pid) == []  # workers and the resource tracker ended too
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
     assert 2 <= len(finished) < 6
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rerun = subprocess.run(argv, check=True, capture_output=True, text=True)
+    assert "6 complete;" in rerun.stdout
     record = json.loads((out / "sweep.json").read_text())
     assert [run["status"] for run in record["runs"]] == ["complete"] * 6
     for run_id, mtime in finished.items():
@@ -116,6 +145,108 @@ def test_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
         lines = (out / "runs" / run["id"] / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == len({json.dumps(json.loads(line), sort_keys=True) for line in lines})
         assert len(lines) == 8  # one point per K in sweep_steps (steps is among them)
+
+
+@pytest.mark.parametrize("owner", ["ended", "pid reused"])
+def test_a_lock_whose_owner_is_gone_is_taken_over(tmp_path, owner):
+    run = {**sweep.plan("convex-claim1", {"steps": ["1"]}, ["draws=500"], "quick", [0], tmp_path)[0],
+           "sweep": str(tmp_path)}
+    if owner == "ended":
+        pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                 capture_output=True, text=True, check=True).stdout)
+    else:  # a live process with the owner's pid but another start time
+        pid = os.getpid()
+    lock = tmp_path / "locks" / f"{run['id']}.lock"
+    lock.parent.mkdir()
+    with lock.open("w") as inherited:  # still held, as by a descriptor its owner passed on
+        fcntl.flock(inherited, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        inherited.write(json.dumps({"host": socket.gethostname(), "pid": pid, "start": "-1"}))
+        inherited.flush()
+        assert sweep.run_point(run) == {"id": run["id"], "status": "complete"}
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+SMALL = ["sweep", "convex-claim1", "--grid", "steps=1,4", "--set", "draws=500", "--max-parallel", "1"]
+
+
+def test_a_corrupt_sweep_record_is_one_line_and_moving_it_aside_recovers(tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = [*SMALL, "--out", str(out)]
+    assert main(argv) == 0
+    runs = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    (out / "sweep.json").write_text('{"recipe": "convex-claim1", "grid": {"st')
+    capsys.readouterr()
+    for command in (argv, ["report", str(out)]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert f"{out / 'sweep.json'} is unreadable (JSONDecodeError: " in err
+        assert "move it aside and re-run the sweep's command" in err and err.count("\n") == 1
+    (out / "sweep.json").rename(out / "sweep.json.bad")
+    assert main(argv) == 0
+    assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["complete"] * 2
+    assert runs == {p.name: (p / "summary.json").stat().st_mtime_ns for p in (out / "runs").iterdir()}
+
+
+@pytest.mark.parametrize("content", ['{"status": "compl', "[1, 2]", '{"status": "complete", "metrics": 3}'])
+def test_a_corrupt_run_summary_is_moved_aside_and_its_point_runs_again(tmp_path, capsys, content):
+    out = tmp_path / "s"
+    argv = [*SMALL, "--out", str(out)]
+    assert main(argv) == 0
+    broken, kept = json.loads((out / "sweep.json").read_text())["runs"]
+    kept_mtime = (out / "runs" / kept["id"] / "summary.json").stat().st_mtime_ns
+    (out / "runs" / broken["id"] / "summary.json").write_text(content)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'runs' / broken['id'] / 'summary.json'} is corrupt (" in err and err.count("\n") == 1
+    assert main(argv) == 0
+    aside = list((out / "runs").glob(f"{broken['id']}.corrupt-*"))
+    assert len(aside) == 1 and (aside[0] / "summary.json").read_text() == content
+    assert json.loads((out / "runs" / broken["id"] / "summary.json").read_text())["status"] == "complete"
+    assert (out / "runs" / kept["id"] / "summary.json").stat().st_mtime_ns == kept_mtime
+    assert [r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == ["complete"] * 2
+    assert {row["runs"] for row in csv.DictReader((out / "table.csv").open())} == {"1/1"}
+
+
+def test_more_seeds_later_add_runs_and_keep_the_first(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main([*SMALL, "--seeds", "2", "--out", str(out)]) == 0
+    first = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    assert len(first) == 4
+    assert main([*SMALL, "--seeds", "2:4", "--out", str(out)]) == 0
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["seeds"] == [0, 1, 2, 3]
+    for steps in ("1", "4"):
+        runs = [r for r in record["runs"] if r["point"] == {"steps": steps}]
+        assert sorted(r["seed"] for r in runs) == [0, 1, 2, 3]
+        assert {r["status"] for r in runs} == {"complete"}
+    assert len(list((out / "runs").iterdir())) == 8
+    assert first == {name: (out / "runs" / name / "summary.json").stat().st_mtime_ns for name in first}
+    assert {row["runs"] for row in csv.DictReader((out / "table.csv").open())} == {"4/4"}
+
+
+def test_nothing_is_written_before_an_error_is_known(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from lrorder.vision import data
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as without Ray
+    assert main([*SMALL, "--backend", "ray", "--out", str(tmp_path / "ray")]) == 2
+    assert "the ray backend needs Ray" in capsys.readouterr().err
+    monkeypatch.setattr(data, "SHARED_JPEG", tmp_path / "absent.npz")
+    with socket.socket() as closed:  # were the data fetched, it would fail at once
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv(data.URL_ENV, f"http://127.0.0.1:{closed.getsockname()[1]}/x.tar.gz")
+    assert main(["sweep", "cifar-table1", "--grid", "epochs=1,2", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "data")]) == 2
+    assert "cifar10 data not found" in capsys.readouterr().err
+    written = [tmp_path / "ray", tmp_path / "data"]
+    if not torch.cuda.is_available():
+        assert main(["sweep", "theory-order", "--grid", "d=50,100", "--device", "cuda",
+                     "--out", str(tmp_path / "cuda")]) == 2
+        assert "no CUDA device is visible" in capsys.readouterr().err
+        written.append(tmp_path / "cuda")
+    assert [path for path in written if path.exists()] == []
 
 
 def test_a_failed_point_is_recorded_and_the_report_still_renders(tmp_path, capsys, monkeypatch):

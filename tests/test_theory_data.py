@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lrorder.theory import data
+from lrorder.theory.config import paper_defaults
 
 D, SEEDS, N = 64, 3, 40_000
 
@@ -73,5 +74,5 @@ def test_directions_are_unit_orthogonal_random_and_differ_by_seed(drawn):
 
 
 def test_assumption_3_3_defaults():
-    values = data.paper_defaults(d=256, kappa=0.5)
+    values = paper_defaults(d=256, kappa=0.5)
     assert values == {"n_train": 1024, "r": 256**-0.75, "p0": 0.125, "lam": 256**-1.25}

@@ -48,6 +48,51 @@ def test_hand_gradient_matches_autograd(structure, noise_kind):
         torch.testing.assert_close(mine, reference, rtol=1e-9, atol=1e-12)
 
 
+def dense_output(arch, weights, ex, noise=None):
+    """f = sum over blocks and patches of u_i^T relu(A x^(i) + xi_i), every example and patch in full."""
+    out = 0.0
+    x2 = ex.x2(arch.rays)
+    for b, (block, weight) in enumerate(zip(arch.blocks, weights)):
+        if block.conv:
+            x = block.conv.patches(ex.x1, x2)
+        else:
+            x = {"x1": ex.x1, "x2": x2, "x": torch.cat([ex.x1, x2], -1)}[block.sees][:, :, None]
+        pre = torch.einsum("snpf,mskf->msnpk", x, weight)
+        if noise is not None:
+            pre = pre + noise[b].unflatten(-1, (block.patches, block.filters))
+        out = out + torch.einsum("msnpk,spk->msn", pre.relu(), block.per_patch_u())
+    return out
+
+
+@pytest.mark.parametrize("structure", ["wv", "u", "conv"])
+@pytest.mark.parametrize("noise_kind", ["none", "per_neuron", "per_example"])
+@pytest.mark.parametrize("chunk", [1, 50, 2**20])
+def test_chunks_and_skipped_zero_patches_give_the_dense_output_and_gradient(structure, noise_kind, chunk,
+                                                                            monkeypatch):
+    """Rows are computed in chunks of seeds and rows, all-zero patches (x1 of Q-only examples, x2
+    of P-only ones) skipped or, under shared noise, counted once; the hidden units are written
+    into kept buffers on the second call."""
+    monkeypatch.setattr(model, "CHUNK", chunk)
+    _, _, ex, arch, weights, gen = setting(structure)
+    assert (ex.x1.abs().sum(-1) == 0).any() and (ex.alpha == 0).any()  # there are zero patches
+    noise = None
+    if noise_kind != "none":
+        examples = ex.y.shape[-1] if noise_kind == "per_example" else 1
+        noise = [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen, dtype=torch.float64)
+                 for b in arch.blocks]
+    torch.testing.assert_close(model.output(arch, weights, ex, noise), dense_output(arch, weights, ex, noise),
+                               rtol=1e-12, atol=1e-12)
+    leaves = [w.clone().requires_grad_() for w in weights]
+    loss = model.logistic(dense_output(arch, leaves, ex, noise), ex.y).mean(-1).sum()
+    reference = torch.autograd.grad(loss, leaves)
+    buffers = {}
+    for _ in range(2):
+        _, grads = model.loss_and_grad(arch, weights, ex, noise, buffers)
+        for mine, expected in zip(grads, reference):
+            torch.testing.assert_close(mine, expected, rtol=1e-10, atol=1e-12)
+    assert buffers
+
+
 def test_convolution_is_the_sum_over_patches_of_shared_filters():
     """Eq. F.3 written out: f(x) = sum_i u_i^T relu(U x^(i)), x^(i) = x[4 i : 4 i + 12] of
     x = (x1, x2) in R^20, x2 = alpha z or alpha (z + b zeta) in the last 4 coordinates only."""

@@ -17,7 +17,8 @@ def trainer(methods, tau0=0.5, lam=0.01, tau_xi=None, n=30):
     train = data.sample(dist, dirs, n, gen)
     arch = model.architecture("wv", (5, 5), D, dist.rays(), SEEDS, gen)
     tau_xi = optim.stationary_tau_xi(tau0, methods[0].lrs[0], lam) if tau_xi is None else tau_xi
-    run = optim.Trainer(arch, train, methods, lam, tau_xi, False, gen)
+    noise = [torch.Generator().manual_seed(100 + s) for s in range(SEEDS)]
+    run = optim.Trainer(arch, train, methods, lam, tau_xi, False, noise)
     return run, run.start(model.init_weights(arch, len(methods), tau0, gen)), train
 
 

@@ -1,5 +1,5 @@
 """The theory recipes end to end through the CLI, at a toy size: the run-directory contract,
-the metric names of issue 4, figures from records, and an exact resume after a kill."""
+the metric names, figures from records, and an exact resume after a kill."""
 
 import json
 import math
@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from lrorder.cli import main
+from lrorder.core.metrics import Metric
 from lrorder.core.rundir import Records
 from lrorder.theory import experiment, recipes
+from lrorder.theory.config import TheoryConfig
 
 TOY = ["--set", "d=16", "--set", "n_train=120", "--set", "m_w=8", "--set", "m_v=40", "--set", "steps=60",
        "--set", "anneal_at=20", "--set", "probe_every=10", "--set", "n_test=200", "--set", "eta2=0.05"]
@@ -23,7 +25,7 @@ def summary_of(out):
     return json.loads((out / "summary.json").read_text())
 
 
-def test_theory_order_writes_the_metrics_of_issue_4(tmp_path):
+def test_theory_order_writes_every_metric_per_method_and_seed(tmp_path):
     out = tmp_path / "order"
     assert run("run", "theory-order", "--seeds", 3, "--out", out, *TOY) == 0
     metrics = summary_of(out)["metrics"]
@@ -38,7 +40,8 @@ def test_theory_order_writes_the_metrics_of_issue_4(tmp_path):
     assert metrics["anneal_iter_ls"]["per_seed"] == [20.0, 20.0, 20.0]  # the loss rule is out of reach here
     assert {p.name for p in (out / "figures").iterdir()} == {"learning_order.png", "final_errors.png"}
     points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(points) == 3 * 7 and {"v_on_q_err_ls", "w_on_p_err_s", "lemma42_s_noise"} <= set(points[0])
+    assert len(points) == 3 * 3 * 7  # seeds x methods x probes, one line each
+    assert {"seed", "method", "step", "v_on_q_err", "w_on_p_err", "lemma42"} <= set(points[0])
 
 
 def test_theory_order_resumes_exactly_after_a_kill(tmp_path, monkeypatch, capsys):
@@ -80,7 +83,13 @@ def test_theory_scaling_runs_each_kappa(tmp_path):
                "--set", "kappas=0.5,0.8") == 0
     metrics = summary_of(out)["metrics"]
     assert {"test_err_ls_kappa0.5", "test_err_s_kappa0.8", "p_only_err_ls_kappa0.8"} <= set(metrics)
+    assert metrics["test_err_ls_kappa0.5"]["kappa"] == 0.5  # the identity is stored, not only the name
     assert (out / "figures" / "ratio_vs_kappa.png").exists()
+    points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {p["kappa"] for p in points} == {0.5, 0.8}
+    ratio = metrics["test_err_s_kappa0.5"]["mean"] / metrics["test_err_ls_kappa0.5"]["mean"]
+    report = (out / "report.md").read_text()
+    assert "## What it shows" in report and "kappa 0.5: L-S" in report and f"(S / L-S {ratio:.4g})" in report
 
 
 @pytest.mark.parametrize("recipe, sets, message", [
@@ -91,6 +100,8 @@ def test_theory_scaling_runs_each_kappa(tmp_path):
     ("theory-conv", ["d=30", "patches=4"], "conv needs d divisible by patches with d/patches >= 2"),
     ("theory-scaling", ["kappas=0.5,1.5"], "kappas must be all in [0.001, 1]"),
     ("theory-scaling", ["kappas=0.9", "q0=0.7"], "p0 + q0 must be <= 1"),
+    ("theory-scaling", ["kappa=0.5", "p0=0.1"], "theory-scaling does not take kappa=0.5, p0=0.1"),
+    ("theory-scaling", ["n_train=500"], "theory-scaling does not take n_train=500"),
 ])
 def test_impossible_theory_configs_fail_in_one_line(recipe, sets, message, tmp_path, capsys):
     argv = ["run", recipe, "--out", str(tmp_path / "r")]
@@ -126,12 +137,14 @@ def test_mean_before_the_anneal_reads_the_second_half_of_the_first_phase():
 
 
 def test_learning_order_flags_read_the_sustained_iterations():
-    metrics = {"anneal_iter_ls": [1000, 1000, 1000, 1000, 1000, math.nan],
-               "p_learned_iter_ls": [100, 100, 1200, 100, 100, 100],
-               "w_on_p_err_at_anneal_ls": [0.05, 0.05, 0.3, 0.05, 0.2, 0.05],  # seed 4 lost P again
-               "q_learned_iter_ls": [1500, 800, 1500, 3001, 1500, 3001],
-               "q_learned_iter_s": [200, 900, 3001], "p_learned_iter_s": [900, 200, 3001]}
-    flags = recipes.learning_order_flags(metrics, learned_err=0.1, steps=3000)
+    metrics = {Metric("anneal_iter", "ls"): [1000, 1000, 1000, 1000, 1000, math.nan],
+               Metric("p_learned_iter", "ls"): [100, 100, 1200, 100, 100, 100],
+               Metric("w_on_p_err_at_anneal", "ls"): [0.05, 0.05, 0.3, 0.05, 0.2, 0.05],  # seed 4: P lost
+               Metric("q_learned_iter", "ls"): [1500, 800, 1500, 3001, 1500, 3001],
+               Metric("q_learned_iter", "s"): [200, 900, 3001],
+               Metric("p_learned_iter", "s"): [900, 200, 3001]}
+    flags = experiment.learning_order_flags(metrics, learned_err=0.1, steps=3000)
+    flags = {metric.name: values for metric, values in flags.items()}
     assert flags["ls_p_before_q"][:5] == [1.0, 0.0, 0.0, 1.0, 0.0] and math.isnan(flags["ls_p_before_q"][5])
     assert flags["ls_q_after_anneal"][:5] == [1.0, 0.0, 1.0, 0.0, 1.0]  # 3001 = censored: never learned
     assert math.isnan(flags["ls_q_after_anneal"][5])  # never annealed: no verdict
@@ -141,19 +154,19 @@ def test_learning_order_flags_read_the_sustained_iterations():
 def test_theory_conv_is_theory_order_with_the_convolution_net(tmp_path):
     out = tmp_path / "conv"
     assert run("run", "theory-conv", "--seeds", 2, "--out", out, *TOY) == 0
-    recorded = json.loads((out / "config.json").read_text())["config"]
-    assert (recorded["structure"], recorded["patches"], recorded["methods"]) == ("conv", 2, ["ls", "s"])
     metrics = summary_of(out)["metrics"]
     names = {"test_err_ls", "p_only_err_s", "v_on_q_err_at_anneal_ls", "ls_p_before_q", "s_q_before_p"}
     assert names <= set(metrics)
     points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert "u_norm_ls" in points[0] and "lemma42_s" in points[0]
+    assert {(p["method"], p["seed"]) for p in points if p["step"] == 0} == {
+        (m, s) for m in ("ls", "s") for s in (0, 1)}
+    assert "u_norm" in points[0] and "w_norm" not in points[0]  # one filter bank, no W / V blocks
     assert (out / "figures" / "learning_order.png").exists()
 
 
 def test_conv_defaults_follow_theorem_f2():
     """Theorem F.2: Assumption 3.3 with d replaced by d k and r by r / k; x2 fills the last stride."""
-    config = experiment.TheoryConfig(structure="conv", d=64, patches=4, kappa=0.5)
+    config = TheoryConfig(structure="conv", d=64, patches=4, kappa=0.5)
     assert config.resolved("n_train") == 1024
     assert config.resolved("r") == pytest.approx(256**-0.75 / 4)
     assert config.resolved("lam") == pytest.approx(256**-1.25)
@@ -165,7 +178,33 @@ def test_a_run_recorded_before_the_sustained_metrics_still_renders(tmp_path):
     """Old summaries lack v_on_q_err_before_anneal_ls and ls_q_after_anneal: the discussion says n/a."""
     stat = {"mean": 0.5, "std": 0.0, "per_seed": [0.5]}
     old = {name: stat for name in ("ls_p_before_q", "anneal_iter_ls", "v_on_q_err_at_anneal_ls")}
-    (tmp_path / "summary.json").write_text(json.dumps({"metrics": old}))
-    (tmp_path / "config.json").write_text(json.dumps({"config": {"methods": ["ls"]}}))
+    summary = {"metrics": old, "status": "complete", "seeds": [0], "elapsed_s": 1.0}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    config = {"recipe": "theory-order", "profile": "quick", "seeds": [0], "device": "cpu",
+              "config": {"methods": ["ls"]}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     (first,) = recipes.TheoryOrder().discuss(Records(tmp_path))
     assert "second half of the large-LR phase n/a" in first and "after the anneal in n/a" in first
+
+
+def test_a_diverged_simulation_names_the_method_and_seed(tmp_path):
+    out = tmp_path / "diverged"
+    assert run("run", "theory-order", "--seeds", 2, "--out", out, *TOY, "--set", "methods=ls,s",
+               "--set", "eta1=1e12", "--set", "tau_xi=0.1") == 0
+    summary = summary_of(out)
+    assert summary["status"] == "diverged" and summary["metrics"] == {}
+    (problem,) = summary["problems"]
+    assert problem.startswith("non-finite train loss of ls seed 0, ls seed 1 at iteration")
+    assert "None of the" in (out / "report.md").read_text()
+
+
+def test_a_seed_is_the_same_run_whatever_seeds_share_its_batch(tmp_path):
+    """Data, initialization, gradient and pre-activation noise are drawn per seed: seed 2 of
+    --seeds 3 and --seed 2 alone are one run (to float rounding of the batched products)."""
+    assert run("run", "theory-order", "--seeds", 3, "--out", tmp_path / "three", *TOY) == 0
+    assert run("run", "theory-order", "--seed", 2, "--out", tmp_path / "one", *TOY) == 0
+    three, one = summary_of(tmp_path / "three")["metrics"], summary_of(tmp_path / "one")["metrics"]
+    for name in ("test_err_ls", "p_only_err_s", "test_err_s_noise", "v_on_q_err_at_anneal_ls",
+                 "train_loss_s"):
+        assert one[name]["per_seed"][0] == pytest.approx(three[name]["per_seed"][2], abs=1e-4)
+    assert three["train_loss_s"]["per_seed"][2] != three["train_loss_s"]["per_seed"][1]

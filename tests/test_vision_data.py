@@ -3,11 +3,10 @@ missing, truncated and corrupt data give one line that says what to run."""
 
 import gzip
 import hashlib
-import http.server
 import io
-import pickle
-import tarfile
-import threading
+import os
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -18,40 +17,10 @@ from lrorder.vision import data
 from lrorder.vision.download import download
 
 
-def write_fake_cifar(root, per_batch=100, test=200, seed=0, archive=False):
-    """A tiny CIFAR-10 in the real pickle format: five training batches and a test batch."""
-    rng = np.random.default_rng(seed)
-    blobs = {}
-    for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", test)]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, n).tolist()}
-        blobs[name] = pickle.dumps(batch)
-    if not archive:
-        folder = root / data.CIFAR_DIR
-        folder.mkdir(parents=True)
-        for name, blob in blobs.items():
-            (folder / name).write_bytes(blob)
-        return folder
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, blob in blobs.items():
-            info = tarfile.TarInfo(f"{data.CIFAR_DIR}/{name}")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    return buffer.getvalue()
-
-
-@pytest.fixture
-def no_shared_copies(monkeypatch, tmp_path):
-    """Hide the machine's own copies (shared JPEG file, Debian Fashion-MNIST) from the loaders."""
-    monkeypatch.setattr(data, "SHARED_JPEG", tmp_path / "absent.npz")
-    monkeypatch.setattr(data, "FASHION_DIRS", ("fashion-mnist",))
-
-
-def test_python_release_dir_and_archive_give_the_same_arrays(tmp_path, no_shared_copies):
-    write_fake_cifar(tmp_path / "a")
+def test_python_release_dir_and_archive_give_the_same_arrays(fake_cifar, tmp_path, no_shared_copies):
+    fake_cifar(tmp_path / "a")
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / data.CIFAR_ARCHIVE).write_bytes(write_fake_cifar(tmp_path, archive=True))
+    (tmp_path / "b" / data.CIFAR_ARCHIVE).write_bytes(fake_cifar(tmp_path, archive=True))
     a, b = data.load("cifar10", tmp_path / "a"), data.load("cifar10", tmp_path / "b")
     assert a.train_x.shape == (500, 3, 32, 32) and a.test_x.shape == (200, 3, 32, 32)
     assert a.train_x.dtype == np.uint8 and a.train_y.dtype == np.int64
@@ -69,12 +38,12 @@ def test_data_dir_from_argument_environment_or_default(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated archive", "corrupt batch"])
-def test_damaged_cifar_is_one_line_saying_what_to_run(tmp_path, no_shared_copies, damage):
+def test_damaged_cifar_is_one_line_saying_what_to_run(fake_cifar, tmp_path, no_shared_copies, damage):
     if damage == "truncated archive":
-        blob = write_fake_cifar(tmp_path, archive=True)
+        blob = fake_cifar(tmp_path, archive=True)
         (tmp_path / data.CIFAR_ARCHIVE).write_bytes(blob[: len(blob) // 2])
     else:
-        folder = write_fake_cifar(tmp_path)
+        folder = fake_cifar(tmp_path)
         (folder / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(UserError, match="truncated or corrupt.*lrorder data cifar10") as info:
         data.load("cifar10", tmp_path)
@@ -88,10 +57,11 @@ def test_missing_data_says_how_to_get_it(tmp_path, no_shared_copies):
         data.load("cifar10", tmp_path)
 
 
-def test_jpeg_copy_is_decoded_once_into_a_uint8_cache(tmp_path, no_shared_copies):
-    rng = np.random.default_rng(1)
+def write_fake_jpeg(path, seed=1, train=6, test=4, first_label=0):
+    """A tiny JPEG copy in its npz layout: the JPEG files of a split back to back, offsets, labels."""
+    rng = np.random.default_rng(seed)
     arrays = {}
-    for split, n in (("train", 6), ("test", 4)):
+    for split, n in (("train", train), ("test", test)):
         files = []
         for _ in range(n):
             buffer = io.BytesIO()
@@ -99,17 +69,58 @@ def test_jpeg_copy_is_decoded_once_into_a_uint8_cache(tmp_path, no_shared_copies
             files.append(buffer.getvalue())
         arrays[f"{split}_jpeg"] = np.frombuffer(b"".join(files), dtype=np.uint8)
         arrays[f"{split}_offsets"] = np.cumsum([0] + [len(f) for f in files])
-        arrays[f"{split}_labels"] = np.arange(n, dtype=np.uint8)
-    np.savez(tmp_path / data.JPEG_NPZ, **arrays)
+        arrays[f"{split}_labels"] = (first_label + np.arange(n, dtype=np.uint8)) % 10
+    np.savez(path, **arrays)
+
+
+def test_jpeg_copy_is_decoded_once_into_a_uint8_cache(tmp_path, no_shared_copies):
+    write_fake_jpeg(tmp_path / data.JPEG_NPZ)
     first = data.load("cifar10", tmp_path)
     assert first.train_x.shape == (6, 3, 32, 32) and first.test_y.tolist() == [0, 1, 2, 3]
-    assert (tmp_path / data.JPEG_CACHE).exists()
-    (tmp_path / data.JPEG_NPZ).write_bytes(b"")  # the cache alone must now suffice
+    cache = tmp_path / data.JPEG_CACHE
+    made = cache.stat().st_mtime_ns
     np.testing.assert_array_equal(data.load("cifar10", tmp_path).train_x, first.train_x)
-    (tmp_path / data.JPEG_CACHE).unlink()
+    assert cache.stat().st_mtime_ns == made  # read, not decoded again
+    cache.unlink()
     (tmp_path / data.JPEG_NPZ).write_bytes(b"PK\x03\x04 not a whole zip file")
     with pytest.raises(UserError, match="truncated or corrupt"):
         data.load("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize("replacement", ["garbage", "same size and time, other labels"])
+def test_a_decoded_cache_is_only_used_for_the_copy_it_was_made_from(tmp_path, no_shared_copies,
+                                                                     replacement):
+    source = tmp_path / data.JPEG_NPZ
+    write_fake_jpeg(source)
+    before = source.stat()
+    assert data.load("cifar10", tmp_path).test_y.tolist() == [0, 1, 2, 3]
+    if replacement == "garbage":
+        source.write_bytes(b"\x00" * before.st_size)
+        with pytest.raises(UserError, match=f"{data.JPEG_NPZ} is truncated or corrupt"):
+            data.load("cifar10", tmp_path)
+        return
+    write_fake_jpeg(source, first_label=5)
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert source.stat().st_size == before.st_size
+    assert data.load("cifar10", tmp_path).test_y.tolist() == [5, 6, 7, 8]  # decoded again
+    assert data.load("cifar10", tmp_path).test_y.tolist() == [5, 6, 7, 8]  # from the new cache
+
+
+@pytest.mark.parametrize("copy, content", [(data.CIFAR_ARCHIVE, b""), (data.CIFAR_ARCHIVE, b"\x1f\x8b junk"),
+                                           (data.JPEG_NPZ, b""), (data.JPEG_NPZ, b"not a zip")])
+def test_where_names_a_broken_copy_as_corrupt_and_says_what_to_do(tmp_path, no_shared_copies,
+                                                                 copy, content):
+    (tmp_path / copy).write_bytes(content)
+    line = data.where("cifar10", tmp_path)
+    assert line.startswith(f"{tmp_path / copy} is truncated or corrupt (")
+    assert "delete it and run `lrorder data cifar10`" in line and "\n" not in line
+    assert data.missing("cifar10", tmp_path) == line
+
+
+def test_where_names_a_whole_copy(fake_cifar, tmp_path, no_shared_copies):
+    (tmp_path / data.CIFAR_ARCHIVE).write_bytes(fake_cifar(tmp_path, archive=True))
+    assert data.where("cifar10", tmp_path) == str(tmp_path / data.CIFAR_ARCHIVE)
+    assert data.where("fashion-mnist", tmp_path).startswith(f"fashion-mnist data not found in {tmp_path}")
 
 
 def test_fashion_mnist_from_its_idx_files(tmp_path, no_shared_copies):
@@ -127,44 +138,6 @@ def test_fashion_mnist_from_its_idx_files(tmp_path, no_shared_copies):
     (folder / data.FASHION_FILES[0]).write_bytes(gzip.compress(b"\x00\x00\x08\x03" + bytes(20)))
     with pytest.raises(UserError, match="truncated or corrupt"):
         data.load("fashion-mnist", tmp_path)
-
-
-class _Server:
-    """A local HTTP server for one archive; `cut` makes it stop half-way through a response."""
-
-    def __init__(self, payload: bytes):
-        self.payload, self.cut, self.ranges = payload, False, []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                start = 0
-                if "Range" in self.headers:
-                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
-                outer.ranges.append(start)
-                body = outer.payload[start:]
-                self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if outer.cut else body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/{data.CIFAR_ARCHIVE}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def archive_server(tmp_path):
-    server = _Server(write_fake_cifar(tmp_path, archive=True))
-    yield server
-    server.close()
 
 
 def test_download_verifies_md5_and_is_then_loadable(tmp_path, archive_server, no_shared_copies):
@@ -198,15 +171,44 @@ def test_wrong_checksum_deletes_the_download(tmp_path, archive_server):
     assert not dest.exists() and not dest.with_name(dest.name + ".part").exists()
 
 
-def test_data_command_shows_the_directory_and_each_data_set(tmp_path, no_shared_copies, capsys):
-    import argparse
+def test_ensure_downloads_missing_cifar_and_then_it_loads(tmp_path, archive_server, cifar_from,
+                                                        no_shared_copies):
+    cifar_from(archive_server.url, hashlib.md5(archive_server.payload).hexdigest())
+    assert data.ensure("cifar10", tmp_path) is None
+    assert (tmp_path / data.CIFAR_ARCHIVE).read_bytes() == archive_server.payload
+    assert data.load("cifar10", tmp_path).test_x.shape == (200, 3, 32, 32)
+    assert data.ensure("cifar10", tmp_path) is None and archive_server.ranges == [0]
 
-    write_fake_cifar(tmp_path)
-    parser = argparse.ArgumentParser()
-    data.add_arguments(parser)
-    data.command(parser.parse_args(["--data-dir", str(tmp_path)]))
-    out = capsys.readouterr().out
-    assert f"data directory: {tmp_path}" in out and str(tmp_path / data.CIFAR_DIR) in out
-    assert "fashion-mnist: missing: run `apt-get install dataset-fashion-mnist`" in out
-    with pytest.raises(UserError, match="fashion-mnist data not found"):
-        data.command(parser.parse_args(["fashion-mnist", "--data-dir", str(tmp_path)]))
+
+def test_ensure_never_downloads_over_a_corrupt_copy(tmp_path, archive_server, cifar_from,
+                                                    no_shared_copies):
+    cifar_from(archive_server.url, hashlib.md5(archive_server.payload).hexdigest())
+    (tmp_path / data.CIFAR_ARCHIVE).write_bytes(b"")
+    reason = data.ensure("cifar10", tmp_path)
+    assert reason.startswith(f"{tmp_path / data.CIFAR_ARCHIVE} is truncated or corrupt")
+    assert "lrorder data cifar10" in reason
+    assert archive_server.ranges == [] and (tmp_path / data.CIFAR_ARCHIVE).read_bytes() == b""
+
+
+def test_ensure_says_how_to_get_fashion_mnist(tmp_path, no_shared_copies):
+    assert "apt-get install dataset-fashion-mnist" in data.ensure("fashion-mnist", tmp_path)
+
+
+@pytest.mark.parametrize("host", ["closed port", "silent server"])
+def test_ensure_without_network_fails_fast_in_one_line(tmp_path, cifar_from, no_shared_copies, host):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        if host == "silent server":  # accepts the connection, never answers
+            listener.listen(1)
+        else:
+            listener.close()
+        cifar_from(f"http://127.0.0.1:{port}/{data.CIFAR_ARCHIVE}")
+        start = time.monotonic()
+        reason = data.ensure("cifar10", tmp_path)
+        took = time.monotonic() - start
+    assert took < 15  # the connect timeout is a few seconds
+    assert reason.startswith(f"cifar10 data not found in {tmp_path} and downloading it failed (cannot reach "
+                             f"127.0.0.1:{port} (")
+    assert "run `lrorder data cifar10`" in reason and "\n" not in reason
+    assert not (tmp_path / data.CIFAR_ARCHIVE).exists()

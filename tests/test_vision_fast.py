@@ -35,8 +35,9 @@ def models():
 def both_paths(epochs=2):
     train, evals = tiny_sets()
     optim = Optimisation(epochs, batch_size=40)
-    plain = [Trainer(net, method, optim, train, evals, 0, "cpu") for net, method in zip(models(), METHODS)]
-    stacked = StackedTrainer(models(), METHODS, optim, train, evals, 0, "cpu")
+    plain = [Trainer(net, method, optim, train, evals, 0, "cpu", "fp32")
+             for net, method in zip(models(), METHODS)]
+    stacked = StackedTrainer(models(), METHODS, optim, train, evals, 0, "cpu", precision="fp32")
     return plain, stacked
 
 

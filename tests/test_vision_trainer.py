@@ -28,11 +28,11 @@ def tiny_sets(n=96, device="cpu"):
     return train, evals
 
 
-def trainer(method=NOISY, epochs=3, seed=0):
+def trainer(method=NOISY, epochs=3, seed=0, precision=None):
     torch.manual_seed(seed)
     train, evals = tiny_sets()
     return Trainer(WideResNet(10, 1), method, Optimisation(epochs, batch_size=40), train, evals,
-                   seed, "cpu")
+                   seed, "cpu", precision)
 
 
 def test_optimiser_is_sgd_with_nesterov_momentum_and_weight_decay():
@@ -97,6 +97,27 @@ def test_control_subset_is_exactly_the_never_patched_images_of_the_patch_setting
     never = train.pixels[~train.patchable]
     assert torch.equal(never, control.trains["subset"].pixels)
     assert set(patch.evals) == {"clean", "mixed", "patch"} and patch.evals["patch"].size == 1000
+
+
+def test_cpu_bf16_is_autocast_in_channels_last_and_fp32_the_contiguous_reference():
+    logits = {}
+    for precision in ("bf16", "fp32"):
+        t = trainer(precision=precision)
+        t.model.fc.register_forward_hook(lambda module, args, out, p=precision: logits.__setitem__(p, out))
+        t.model.train()
+        x, y = t.train_set.batch(torch.arange(40), t.generators["data"])
+        t.step(x, y)
+        conv = t.model.features[0].weight
+        assert conv.is_contiguous(memory_format=torch.channels_last) == (precision == "bf16")
+    assert (logits["bf16"].dtype, logits["fp32"].dtype) == (torch.bfloat16, torch.float32)
+    # the same network from the same weights: bf16 rounds to 3 significant digits, no more
+    torch.testing.assert_close(logits["bf16"].float(), logits["fp32"], rtol=0.05, atol=0.05)
+    assert not torch.equal(logits["bf16"].float(), logits["fp32"])
+
+
+def test_a_precision_other_than_bf16_or_fp32_is_refused():
+    with pytest.raises(ValueError, match="bf16, fp32"):
+        trainer(precision="fp16")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from lrorder.core.config import resolve
-from lrorder.theory.experiment import Simulation, TheoryConfig, figures_of_merit
-from lrorder.theory.recipes import learning_order_flags
+from lrorder.theory.config import TheoryConfig
+from lrorder.theory.experiment import Simulation, figures_of_merit, learning_order_flags
 
 torch.set_num_threads(1)
 label, seeds = sys.argv[1], int(sys.argv[2])
@@ -22,8 +22,9 @@ config = resolve(TheoryConfig, texts=dict(a.split("=", 1) for a in sys.argv[3:])
 start = time.perf_counter()
 sim = Simulation(config, list(range(seeds)))
 progress = sim.run(sim.start())
-metrics = figures_of_merit(config, progress)
-metrics.update(learning_order_flags(metrics, config.learned_err, config.steps))
+found = figures_of_merit(config, progress)
+found.update(learning_order_flags(found, config.learned_err, config.steps))
+metrics = {metric.name: values for metric, values in found.items()}
 seconds = time.perf_counter() - start
 history = {k: torch.stack(v).mean(-1).tolist() for k, v in progress.history.items()
            if k in ("w_on_p_err", "v_on_q_err", "p_only_err", "test_err", "train_loss",

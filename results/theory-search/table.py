@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from lrorder.core.config import resolve
-from lrorder.theory.experiment import TheoryConfig
+from lrorder.theory.config import TheoryConfig
 
 KNOBS = ("d", "n_train", "p0", "q0", "r", "lam", "m_v", "tau0", "eta1", "eta2", "anneal_at", "steps",
          "balanced_u")

@@ -153,13 +153,13 @@ def split_assignments(assignments: Iterable[str]) -> dict[str, str]:
     return pairs
 
 
-def unknown_key_message(key: str, known: Iterable[str]) -> str:
+def unknown_key_message(key: str, known: Iterable[str], what: str = "config key") -> str:
     known = list(known)
     close = difflib.get_close_matches(key, known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-    if key in ("seed", "seeds"):
+    hint = f"did you mean {close[0]!r}?" if close else f"known {what}s: {', '.join(known)}"
+    if key in ("seed", "seeds") and what == "config key":
         hint = "seeds are set with --seed S or --seeds N"
-    return f"unknown config key {key!r} ({hint})"
+    return f"unknown {what} {key!r} ({hint})"
 
 
 def resolve(config_type: type, values: Mapping[str, Any] = (), texts: Mapping[str, str] = ()) -> Any:
@@ -181,18 +181,19 @@ def resolve(config_type: type, values: Mapping[str, Any] = (), texts: Mapping[st
             chosen[key] = convert(value, fields[key].type)
         except ValueError as exc:
             errors.append(f"{key}={value!r} is not valid: expected {exc}")
+    valid = {}
     for key, value in chosen.items():
         info = fields[key]
         if not _type_ok(value, info.type):
             errors.append(f"{key}={value!r} has the wrong type: expected {info.type}")
         elif info.check is not None and value is not None and not info.check.holds(value):
             errors.append(f"{key} must be {info.check.words} (got {value!r})")
+        else:
+            valid[key] = value
+    config = config_type(**valid)  # the config's own checks see every value that passed its field's
+    errors += config.problems() if hasattr(config, "problems") else []
     if errors:
-        raise UserError("; ".join(errors))
-    config = config_type(**chosen)
-    problems = config.problems() if hasattr(config, "problems") else []
-    if problems:
-        raise UserError("; ".join(problems))
+        raise UserError("; ".join(dict.fromkeys(errors)))
     return config
 
 

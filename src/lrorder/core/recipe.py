@@ -12,13 +12,15 @@ import importlib
 import importlib.util
 import math
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import lrorder
 from lrorder.core.config import unknown_key_message
 from lrorder.core.errors import UserError
+from lrorder.core.metrics import Metric
 
 if TYPE_CHECKING:
     from lrorder.core.rundir import Records
@@ -54,7 +56,7 @@ class Recipe:
     """One paper experiment: its config, profiles, the paper's numbers, the run and its figures.
 
     Subclasses set the class attributes and implement `run_seed` or `run` (and usually `draw`).
-    `run` gets a `RunContext` and returns `{metric: [value per seed]}`; `draw` renders figures
+    `run` gets a `RunContext` and returns `{Metric: [value per seed]}`; `draw` renders figures
     from the stored records alone, so `lrorder report` can redraw them without recomputing.
     `uses_torch` says whether `--device` means anything to the recipe (numpy-only ones run on
     the CPU whatever is asked).
@@ -77,14 +79,16 @@ class Recipe:
         """None when the recipe can run; else one line: what is missing and how to get it."""
         return None
 
-    def run(self, ctx: RunContext) -> dict[str, list[float]]:
-        """All seeds; by default one `run_seed` after another, resuming after the last done.
-
-        Recipes that advance every seed in one batched program override this instead.
-        """
-        return ctx.for_each_seed(lambda seed: self.run_seed(ctx, seed))
+    def run(self, ctx: RunContext) -> dict[Metric, list[float]]:
+        """All seeds; by default one `run_seed` after another, each a unit of work (a killed run
+        resumes after the last finished seed). Recipes with other units override this."""
+        done = ctx.each({f"seed {seed}": seed for seed in ctx.seeds},
+                        lambda seed, _: self.run_seed(ctx, seed))
+        per_seed = list(done.values())
+        return {Metric(quantity): [values[quantity] for values in per_seed] for quantity in per_seed[0]}
 
     def run_seed(self, ctx: RunContext, seed: int) -> dict[str, float]:
+        """One seed's metrics, `{quantity: value}`."""
         raise NotImplementedError
 
     def draw(self, records: Records, figure_dir: Path) -> None:
@@ -106,20 +110,27 @@ def register(cls: type[Recipe]) -> type[Recipe]:
     return cls
 
 
+def setting_modules(kind: str) -> list[ModuleType]:
+    """Every setting's `lrorder.<setting>.<kind>` module (recipes, verbs), imported (a no-op
+    once imported), in the order of the settings' names."""
+    found = []
+    for module in pkgutil.iter_modules(lrorder.__path__):
+        candidate = f"lrorder.{module.name}.{kind}"
+        if module.ispkg and importlib.util.find_spec(candidate) is not None:
+            found.append(importlib.import_module(candidate))
+    return found
+
+
 def all_recipes() -> dict[str, Recipe]:
     """Every registered recipe; the first call imports each `lrorder.<setting>.recipes` module."""
-    for module in pkgutil.iter_modules(lrorder.__path__):
-        candidate = f"lrorder.{module.name}.recipes"
-        if module.ispkg and importlib.util.find_spec(candidate) is not None:
-            importlib.import_module(candidate)  # a no-op once imported
+    setting_modules("recipes")
     return dict(sorted(_REGISTRY.items()))
 
 
 def get_recipe(name: str) -> Recipe:
     recipes = all_recipes()
     if name not in recipes:
-        raise UserError(unknown_key_message(name, recipes).replace("config key", "recipe")
-                        + "; `lrorder list` shows them all")
+        raise UserError(unknown_key_message(name, recipes, "recipe") + "; `lrorder list` shows them all")
     return recipes[name]
 
 
@@ -128,3 +139,40 @@ def profile_values(recipe: Recipe, profile: str) -> Mapping[str, Any]:
         raise UserError(f"recipe {recipe.name} has no profile {profile!r}: "
                         f"choose one of {', '.join(recipe.profiles)}")
     return recipe.profiles[profile]
+
+
+@dataclasses.dataclass(frozen=True)
+class Verb:
+    """A command a setting adds to `lrorder`, declared as plain data in the `VERBS` of its
+    `lrorder.<setting>.verbs` module, so that building the CLI imports no setting code.
+
+    `name` is one word, or "GROUP WORD" for a verb under a group (`bench train-step`); a verb
+    without a `handler` is such a group. `handler` is "module:function", imported only when the
+    verb runs and called with the parsed arguments. `options` are (flags, keyword arguments of
+    argparse's `add_argument`) pairs; `example` is command lines (one a line) for the verb's --help.
+    """
+
+    name: str
+    help: str
+    example: str = ""
+    handler: str | None = None
+    options: tuple[tuple[tuple[str, ...], Mapping[str, Any]], ...] = ()
+
+    def load(self) -> Callable[[Any], int | None]:
+        """The handler function (imports its module)."""
+        module, _, function = self.handler.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+def all_verbs() -> dict[str, Verb]:
+    """Every setting's verbs by name, in declaration order; imports each `lrorder.<setting>.verbs`."""
+    verbs: dict[str, Verb] = {}
+    for module in setting_modules("verbs"):
+        for verb in module.VERBS:
+            group = verb.name.rpartition(" ")[0]
+            if verb.name in verbs:
+                raise ValueError(f"two verbs named {verb.name!r}")
+            if group and group not in verbs:
+                raise ValueError(f"verb {verb.name!r} comes before its group {group!r} is declared")
+            verbs[verb.name] = verb
+    return verbs

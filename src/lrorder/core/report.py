@@ -5,8 +5,10 @@ Nothing here recomputes a result; `lrorder report` can re-render any run at any 
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,25 @@ def fmt_setting(value: Any) -> str:
     return fmt(value)
 
 
-def _measured(stats: Mapping[str, Any]) -> str:
+def percent(share: float | None) -> str:
+    """A share as a percentage ("74.92%"; "n/a" when unmeasured)."""
+    return "n/a" if share is None or not math.isfinite(share) else f"{100 * share:.4g}%"
+
+
+def seed_share(records, quantity: str) -> str:
+    """A per-seed 0/1 flag as a share of the seeds: "7/10 seeds" (seeds where it is
+    undefined, e.g. a run that never annealed, are counted apart)."""
+    stats = records.metric(quantity)
+    if stats is None:  # a run recorded before the metric existed
+        return "n/a"
+    values = stats["per_seed"]
+    known = [v for v in values if v is not None and math.isfinite(v)]
+    undefined = f", undefined in {len(values) - len(known)}" if len(known) < len(values) else ""
+    return f"{sum(v > 0.5 for v in known)}/{len(known)} seeds{undefined}"
+
+
+def measured(stats: Mapping[str, Any]) -> str:
+    """Mean ± sample std over seeds; the mean alone for one seed (a spread of one is no spread)."""
     if len(stats["per_seed"]) > 1:
         return f"{fmt(stats['mean'])} ± {fmt(stats['std'])}"
     return fmt(stats["mean"])
@@ -51,13 +71,13 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         per_seed = ", ".join(fmt(v) for v in stats["per_seed"])
         claim = claims.get(name)
         if claim is None:
-            lines.append(f"| {name} | {_measured(stats)} | {per_seed} | — | — | — |")
+            lines.append(f"| {name} | {measured(stats)} | {per_seed} | — | — | — |")
             continue
         mean = stats["mean"]
         diff = fmt(mean - claim.value) if mean is not None else "n/a"
         paper = f"{claim.relation} {fmt(claim.value)} ({claim.source})"
         verdict = "n/a" if mean is None else "yes" if claim.agrees(mean) else "**no**"
-        lines.append(f"| {name} | {_measured(stats)} | {per_seed} | {paper} | {diff} | {verdict} |")
+        lines.append(f"| {name} | {measured(stats)} | {per_seed} | {paper} | {diff} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -71,11 +91,14 @@ def verdict_sentence(summary: Mapping[str, Any]) -> str:
                 if unmeasured else "")
     misses = [f"{name} (measured {fmt(means[name])}, paper {claim.relation} {fmt(claim.value)})"
               for name, claim in claims.items() if means[name] is not None and not claim.agrees(means[name])]
-    measured = len(claims) - len(unmeasured)
+    count = len(claims) - len(unmeasured)
+    if not count:
+        return (f"None of the {len(claims)} metrics the paper states could be measured "
+                f"(the run {summary['status']}): nothing is compared with the paper.")
     if not misses:
-        return (f"All {measured} measured metrics the paper states agree with it "
+        return (f"All {count} measured metrics the paper states agree with it "
                 f"(within the tolerance shown, or on the right side of the paper's bound).{untested}")
-    return (f"{measured - len(misses)} of {measured} measured metrics the paper states agree with it; "
+    return (f"{count - len(misses)} of {count} measured metrics the paper states agree with it; "
             f"these do not: {'; '.join(misses)}.{untested}")
 
 
@@ -108,6 +131,11 @@ def render(path: Path) -> str:
         discussion = recipe.discuss(records)
         if discussion:
             lines += ["## What it shows", "", *discussion, ""]
+    if records.skipped_lines:
+        skipped = ", ".join(map(str, records.skipped_lines))
+        print(f"lrorder: {records.path / rundir.METRICS}: skipped damaged line(s) {skipped}", file=sys.stderr)
+        lines += [f"Records: line(s) {skipped} of {rundir.METRICS} are damaged (not a JSON record) and "
+                  "were left out of the figures.", ""]
     figures = sorted(figure_dir.glob("*.png"))
     if figures:
         lines += ["## Figures", ""]
@@ -124,7 +152,8 @@ def compare(paths: Sequence[Path]) -> str:
     """One markdown table of every metric across several runs, with the paper's value."""
     runs = [rundir.Records(p) for p in paths]
     header = ["metric", *[f"{r.path.name} ({r.recipe})" for r in runs], "paper"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = _differences(runs, header[1:-1])
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     names: dict[str, None] = {}
     claims: dict[str, PaperValue] = {}
     for run in runs:
@@ -132,12 +161,34 @@ def compare(paths: Sequence[Path]) -> str:
             names.update(dict.fromkeys(run.summary["metrics"]))
             claims.update(_claims(run.summary))
     for name in names:
-        cells = [_measured(r.summary["metrics"][name])
+        cells = [measured(r.summary["metrics"][name])
                  if r.summary and name in r.summary["metrics"] else "—" for r in runs]
         claim = claims.get(name)
         paper = f"{claim.relation} {fmt(claim.value)}" if claim else "—"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {paper} |")
     return "\n".join(lines) + "\n"
+
+
+def _differences(runs: Sequence[rundir.Records], names: Sequence[str]) -> list[str]:
+    """A table of what differs between the runs' set-ups (recipe, profile, seeds, device and
+    every resolved config key), so a comparison says what it compares."""
+    def setup(run: rundir.Records) -> dict[str, Any]:
+        stored = run.config
+        return {"recipe": stored["recipe"], "profile": stored["profile"], "seeds": stored["seeds"],
+                "device": stored["device"], **stored["config"]}
+
+    if len(runs) == 1:
+        return []
+    setups = [setup(run) for run in runs]
+    keys = dict.fromkeys(key for s in setups for key in s)
+    differ = [key for key in keys if len({json.dumps(s.get(key)) for s in setups}) > 1]
+    if not differ:
+        return ["The runs share every setting: recipe, profile, seeds, device and config.", ""]
+    lines = ["Settings that differ:", "", "| setting | " + " | ".join(names) + " |",
+             "|" + "---|" * (len(names) + 1)]
+    lines += [f"| {key} | " + " | ".join(fmt_setting(s[key]) if key in s else "—" for s in setups) + " |"
+              for key in differ]
+    return [*lines, "", "Metrics:", ""]
 
 
 def index(out: Path, entries: Sequence[tuple[str, Path | None, str]], profile: str) -> str:

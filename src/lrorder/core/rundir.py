@@ -6,10 +6,12 @@
     report.md       measured vs paper, rendered from the files above
     figures/*.png   drawn from the files above
     arrays/*.npz    larger per-run records a figure needs (optional)
-    state.pt        resume point of an unfinished run (removed when the run completes)
+    state.pt        resume point of an unfinished run (removed when the run completes;
+                    its schema is in lrorder.core.progress)
 
 Every whole-file write goes through a temporary file and a rename, so a reader never sees
-half a file; metrics.jsonl is appended line by line and cut back to the last resume point.
+half a file, except metrics.jsonl: it is appended line by line (a reader skips a torn line)
+and cut back to the last resume point when a run resumes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from lrorder.core.errors import UserError
+from lrorder.core.metrics import Metric, identity
 
 CONFIG, METRICS, SUMMARY, REPORT, STATE = (
     "config.json", "metrics.jsonl", "summary.json", "report.md", "state.pt")
@@ -106,49 +109,79 @@ def make_writable_dir(path: Path) -> None:
 
 
 class MetricsLog:
-    """Append-only metrics.jsonl that can be cut back to a known number of lines on resume."""
+    """Append-only metrics.jsonl, cut back to a resume point's byte size when a run resumes
+    (every record before the point stays byte for byte, a corrupt line included)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.lines = len(read_jsonl(path)) if path.exists() else 0
+    def __init__(self, path: Path, listener: Callable[[dict[str, Any]], None] | None = None):
+        self.path, self.listener = path, listener
 
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps(to_json(record), allow_nan=False) + "\n")
-        self.lines += 1
+        if self.listener is not None:
+            self.listener(record)
 
-    def truncate(self, lines: int) -> None:
-        kept = read_jsonl(self.path)[:lines] if self.path.exists() else []
-        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.lines = len(kept)
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def truncate(self, size: int) -> None:
+        if self.size() > size:
+            os.truncate(self.path, size)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines of `path`; a torn last line (a killed writer) is ignored."""
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of `path` and the 1-based numbers of the lines that are not a JSON object
+    (a torn last line of a killed writer, or damage): those are skipped, never the rest."""
+    records, skipped = [], []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            elif raw.strip():
+                skipped.append(number)
+    return records, skipped
+
+
+def _read_json(path: Path, kind: type) -> Any:
+    try:
+        value = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is corrupt ({exc}): re-run the run, or restore the file") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path} is not a {kind.__name__} of lrorder records: re-run the run, "
+                        "or restore the file")
+    return value
 
 
 class Records:
-    """Read-only view of a run directory: everything a report or figure may use."""
+    """Read-only view of a run directory: everything a report or figure may use.
+
+    Damaged files are refused in one line (config.json, summary.json) or read around
+    (metrics.jsonl: `skipped_lines` says which lines were left out).
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         if not (self.path / CONFIG).exists():
             raise UserError(f"{self.path} is not a run directory (no {CONFIG})")
-        try:
-            self.config = json.loads((self.path / CONFIG).read_text())
-            summary = self.path / SUMMARY
-            self.summary = json.loads(summary.read_text()) if summary.exists() else None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{self.path} has a corrupt record ({exc}): re-run it") from None
+        self.config = _read_json(self.path / CONFIG, dict)
+        lacking = [k for k in ("recipe", "profile", "seeds", "device", "config") if k not in self.config]
+        if lacking:
+            raise UserError(f"{self.path / CONFIG} lacks {', '.join(lacking)}: it was not written by "
+                            "`lrorder run`; re-run the run")
+        summary = self.path / SUMMARY
+        self.summary = _read_json(summary, dict) if summary.exists() else None
+        if self.summary is not None:
+            lacking = [k for k in ("status", "seeds", "metrics", "elapsed_s") if k not in self.summary]
+            if lacking or not isinstance(self.summary["metrics"], dict):
+                raise UserError(f"{summary} lacks {', '.join(lacking) or 'its metrics'}: it is not an "
+                                "lrorder summary; re-run the run (or delete summary.json and --resume)")
         metrics = self.path / METRICS
-        self.metrics = read_jsonl(metrics) if metrics.exists() else []
+        self.metrics, self.skipped_lines = read_jsonl(metrics) if metrics.exists() else ([], [])
 
     @property
     def recipe(self) -> str:
@@ -157,6 +190,18 @@ class Records:
     def means(self) -> dict[str, float | None]:
         """Each summarized metric's mean over seeds (None where it has no value)."""
         return {name: stats["mean"] for name, stats in self.summary["metrics"].items()}
+
+    def find(self, **fields: Any) -> list[tuple[Metric, dict[str, Any]]]:
+        """The summarized metrics whose identity has `fields` (e.g. `find(reading="last5")`)."""
+        found = [(identity(name, stats), stats) for name, stats in self.summary["metrics"].items()]
+        return [(metric, stats) for metric, stats in found if metric.matches(**fields)]
+
+    def metric(self, quantity: str, method: str | None = None, reading: str | None = None,
+               kappa: float | None = None) -> dict[str, Any] | None:
+        """One metric's statistics (mean, std, per_seed), or None if the run has no such metric."""
+        if not self.summary:
+            return None
+        return self.summary["metrics"].get(Metric(quantity, method, reading, kappa).name)
 
     def series(self, **match: Any) -> list[dict[str, Any]]:
         """The logged points whose fields equal `match` (e.g. `series(seed=0, method="gf")`)."""

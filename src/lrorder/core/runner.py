@@ -12,10 +12,10 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,20 +24,33 @@ import lrorder
 from lrorder.core import config as cfg
 from lrorder.core import report, rundir
 from lrorder.core.errors import UserError
+from lrorder.core.metrics import Metric, aggregate
+from lrorder.core.progress import ResumePoint
 from lrorder.core.recipe import Recipe, profile_values
+
+T = TypeVar("T")
 
 
 class RunContext:
-    """What a recipe's `run` sees: its config and seeds, a logger, and resume helpers."""
+    """What a recipe's `run` sees: its config and seeds, a logger, and the resume protocol.
 
-    def __init__(self, recipe: Recipe, config: Any, seeds: list[int], device: str, path: Path):
+    Work is done in named units (`each`), so a killed run resumes after its last finished unit,
+    or inside the unit at its last `checkpoint` (see `lrorder.core.progress`).
+    """
+
+    def __init__(self, recipe: Recipe, config: Any, seeds: list[int], device: str, path: Path,
+                 point: ResumePoint, metrics: rundir.MetricsLog):
         self.recipe, self.config, self.seeds, self.device, self.path = (
             recipe, config, seeds, device, path)
-        self.metrics = rundir.MetricsLog(path / rundir.METRICS)
-        self.problems: list[str] = []
+        self.metrics, self._point, self._unit = metrics, point, None
+
+    @property
+    def problems(self) -> list[str]:
+        return self._point.problems
 
     def log(self, **values: Any) -> None:
-        """Append one point to metrics.jsonl: include `seed` and `step` or `epoch`."""
+        """Append one point to metrics.jsonl: its identity fields (`seed`, `method`, `kappa`,
+        `step` or `epoch`) and named values."""
         self.metrics.append(values)
 
     def save_arrays(self, name: str, **arrays: np.ndarray) -> None:
@@ -45,44 +58,41 @@ class RunContext:
         rundir.write_atomic(self.path / "arrays" / f"{name}.npz",
                             lambda f: np.savez_compressed(f, **arrays), mode="wb")
 
-    def save_state(self, state: Any) -> None:
-        """Record a resume point: `state` plus how much of metrics.jsonl it accounts for."""
-        import torch
+    def each(self, units: Mapping[str, T], work: Callable[[T, Any], Any]) -> dict[str, Any]:
+        """Call `work(unit, partial)` for every unit not finished yet, in order, and record its
+        result; `partial` is what the unit last passed to `checkpoint` (None for a fresh start).
+        Returns every unit's result by name. Results must be plain data (see core.progress)."""
+        for name, unit in units.items():
+            if name in self._point.finished:
+                continue
+            partial = self._point.partial if self._point.current == name else None
+            self._unit = name
+            self._point.finished[name] = work(unit, partial)
+            self._point.current = self._point.partial = self._unit = None
+            self._save()
+        return {name: self._point.finished[name] for name in units}
 
-        bundle = {"metrics_lines": self.metrics.lines, "state": state}
-        rundir.write_atomic(self.path / rundir.STATE, lambda f: torch.save(bundle, f), mode="wb")
+    def pending(self, names: Iterable[str]) -> bool:
+        """Whether any of the units `names` is not finished yet."""
+        return any(name not in self._point.finished for name in names)
 
-    def load_state(self) -> Any:
-        """The last resume point's state (None for a fresh run); cuts metrics.jsonl back to it."""
-        import torch
+    def checkpoint(self, partial: Any) -> None:
+        """A resume point inside the unit being worked on: `partial` is handed back to it."""
+        self._point.current, self._point.partial = self._unit, partial
+        self._save()
 
-        path = self.path / rundir.STATE
-        if not path.exists():
-            self.metrics.truncate(0)
-            return None
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
-        self.metrics.truncate(bundle["metrics_lines"])
-        return bundle["state"]
+    def _save(self) -> None:
+        self._point.metrics_bytes = self.metrics.size()
+        self._point.save(self.path / rundir.STATE)
 
     def progress(self, total: int, desc: str, unit: str = "step") -> tqdm:
         return tqdm(total=total, desc=f"{self.recipe.name}: {desc}", unit=unit,
                     dynamic_ncols=True, leave=False, disable=None)
 
     def diverged(self, where: str) -> None:
-        """Mark the run as diverged (non-finite loss) at `where`; metrics it cannot give are NaN."""
-        self.problems.append(where)
-
-    def for_each_seed(self, run_seed: Callable[[int], Mapping[str, float]]) -> dict[str, list[float]]:
-        """Run `run_seed(seed)` for every seed, resuming after the last finished one."""
-        done: dict[int, Mapping[str, float]] = self.load_state() or {}
-        with self.progress(len(self.seeds), "seeds", unit="seed") as bar:
-            bar.update(len(done))
-            for seed in self.seeds:
-                if seed not in done:
-                    done[seed] = dict(run_seed(seed))
-                    self.save_state(done)
-                    bar.update()
-        return {name: [done[s][name] for s in self.seeds] for name in done[self.seeds[0]]}
+        """Mark the run as diverged at `where` (say the method or arm, the seed and when); the
+        metrics it cannot give are NaN. Kept in the resume point."""
+        self._point.problems.append(where)
 
 
 def resolve_device(requested: str) -> str:
@@ -120,15 +130,16 @@ def _git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def seeds_from(seed: int | None, count: int | None, default_count: int) -> list[int]:
-    """`--seed S` is one seed; `--seeds N` is seeds 0..N-1; neither is the recipe's default."""
-    if count is not None and count < 1:
-        raise UserError(f"--seeds must be >= 1 (got {count})")
-    if seed is not None and seed < 0:
-        raise UserError(f"--seed must be >= 0 (got {seed})")
-    if seed is not None:
-        return [seed]
-    return list(range(count if count is not None else default_count))
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """An explicit seed list: non-empty, non-negative, distinct."""
+    seeds = list(seeds)
+    if not seeds:
+        raise UserError("no seeds chosen: pass --seeds N, --seeds A:B or --seeds S1,S2")
+    if any(s < 0 for s in seeds):
+        raise UserError(f"seeds must be >= 0 (got {','.join(map(str, seeds))})")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must be distinct (got {','.join(map(str, seeds))})")
+    return seeds
 
 
 FINAL = ("complete", "diverged")  # a run in one of these states is not run again
@@ -158,28 +169,34 @@ def _resumed(recipe: Recipe, out: Path, sets: Sequence[str], asked: Mapping[str,
 
 
 def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: Sequence[str] = (),
-               seed: int | None = None, seeds: int | None = None, device: str | None = None,
-               resume: bool = False, command: str = "") -> dict[str, Any]:
+               seeds: Sequence[int] | None = None, device: str | None = None, resume: bool = False,
+               command: str = "", values: Mapping[str, Any] | None = None,
+               tensorboard: bool = False) -> dict[str, Any]:
     """Run `recipe` into the run directory `out` and return its summary (see module docstring).
 
-    `profile`, `seeds` and `device` default to quick, the recipe's seeds and auto; a resumed
-    run keeps what it started with.
+    `profile`, `seeds` and `device` default to quick, the recipe's seeds and auto; `values` (a
+    stored run's resolved config) replaces the profile's values; a resumed run keeps what it
+    started with. Everything that can be checked (config, data, device) is checked before the
+    first write.
     """
     out = Path(out)
     if resume and (out / rundir.CONFIG).exists():
-        asked = {"profile": profile,
-                 "seeds": None if seed is None and seeds is None else seeds_from(seed, seeds, 1),
+        asked = {"profile": profile, "seeds": None if seeds is None else check_seeds(seeds),
                  "device": resolve_device(device) if device and recipe.uses_torch else None}
         config, chosen_seeds, device, profile = _resumed(recipe, out, sets, asked)
     else:
         profile = profile or "quick"
-        config = cfg.resolve(recipe.Config, profile_values(recipe, profile),
-                             cfg.split_assignments(sets))
-        chosen_seeds = seeds_from(seed, seeds, recipe.default_seeds)
+        base = profile_values(recipe, profile) if values is None else values
+        config = cfg.resolve(recipe.Config, base, cfg.split_assignments(sets))
+        chosen_seeds = check_seeds(range(recipe.default_seeds) if seeds is None else seeds)
         device = resolve_device(device or "auto") if recipe.uses_torch else "cpu"
     missing = recipe.missing_data(config)
     if missing:
         raise UserError(missing)
+    if tensorboard:
+        from lrorder.core.tensorboard import LiveWriter, require
+
+        require()  # the optional package, checked before anything is written
     rundir.prepare(out, resume)
     finished = rundir.Records(out).summary if (out / rundir.SUMMARY).exists() else None
     if finished and finished["status"] in FINAL:
@@ -191,10 +208,15 @@ def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: S
             "config": cfg.as_dict(config), "command": command,
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **provenance()})
-    ctx = RunContext(recipe, config, chosen_seeds, device, out)
+    metrics = rundir.MetricsLog(out / rundir.METRICS, LiveWriter(out) if tensorboard else None)
+    ctx = RunContext(recipe, config, chosen_seeds, device, out, _resume_point(out, metrics), metrics)
     start = time.perf_counter()
-    metrics = recipe.run(ctx)
-    summary = summarize(recipe, config, chosen_seeds, metrics, ctx.problems,
+    try:
+        results = recipe.run(ctx)
+    finally:
+        if metrics.listener is not None:
+            metrics.listener.close()
+    summary = summarize(recipe, config, chosen_seeds, results, ctx.problems,
                         time.perf_counter() - start)
     rundir.write_json(out / rundir.SUMMARY, summary)
     (out / rundir.STATE).unlink(missing_ok=True)
@@ -202,7 +224,23 @@ def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: S
     return summary
 
 
-def summarize(recipe: Recipe, config: Any, seeds: list[int], metrics: Mapping[str, Sequence[float]],
+def _resume_point(out: Path, metrics: rundir.MetricsLog) -> ResumePoint:
+    """The run's resume point, with metrics.jsonl cut back to it. Records logged without a
+    resume point (state.pt deleted) are set aside, never overwritten, and the run restarts."""
+    state = out / rundir.STATE
+    if state.exists():
+        point = ResumePoint.load(state)
+        metrics.truncate(point.metrics_bytes)
+        return point
+    if metrics.size():
+        kept = out / f"metrics-before-restart-{timestamp()}.jsonl"
+        metrics.path.rename(kept)
+        print(f"lrorder: no resume point in {out} ({rundir.STATE} is missing): restarting from the "
+              f"beginning; the records logged before are kept in {kept}", file=sys.stderr)
+    return ResumePoint()
+
+
+def summarize(recipe: Recipe, config: Any, seeds: list[int], metrics: Mapping[Metric, Sequence[float]],
               problems: list[str], elapsed: float) -> dict[str, Any]:
     paper = recipe.paper(config)
     return {
@@ -210,21 +248,15 @@ def summarize(recipe: Recipe, config: Any, seeds: list[int], metrics: Mapping[st
         "status": "diverged" if problems else "complete",
         "problems": problems,
         "seeds": seeds,
-        "metrics": {name: aggregate(values) for name, values in metrics.items()},
+        "metrics": {metric.name: aggregate(metric, values) for metric, values in metrics.items()},
         "paper": {name: claim.value for name, claim in paper.items()},
         "paper_claims": {name: claim.as_dict() for name, claim in paper.items()},
         "elapsed_s": round(elapsed, 3),
     }
 
 
-def aggregate(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sample std (0 for one seed) and the per-seed values; NaN seeds make NaN stats."""
-    array = np.asarray(values, dtype=float)
-    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
-    return {"mean": float(array.mean()), "std": std, "per_seed": array.tolist()}
-
-
-def print_summary(summary: Mapping[str, Any], out: Path, stream=sys.stdout) -> None:
+def print_summary(summary: Mapping[str, Any], out: Path, stream=None) -> None:
+    stream = stream or sys.stdout  # looked up when called: a replaced stdout is honoured
     print(report.summary_table(summary), file=stream)
     print(f"\n{summary['recipe']}: {summary['status']} in {summary['elapsed_s']:.1f} s; "
           f"report: {out / rundir.REPORT}", file=stream)

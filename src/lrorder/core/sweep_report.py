@@ -17,10 +17,11 @@ import numpy as np
 from lrorder.core import config as cfg
 from lrorder.core import figures, rundir
 from lrorder.core.errors import UserError
+from lrorder.core.metrics import Metric
+from lrorder.core.metrics import aggregate as aggregate_seeds
 from lrorder.core.recipe import get_recipe, profile_values
-from lrorder.core.report import fmt
-from lrorder.core.runner import aggregate as aggregate_seeds
-from lrorder.core.sweep import SWEEP
+from lrorder.core.report import fmt, measured
+from lrorder.core.sweep import read_record, run_summary
 
 MAX_FIGURES = 6
 
@@ -34,26 +35,29 @@ def aggregate(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[str
     if not (out / "runs").is_dir():
         raise UserError(f"{out} keeps no runs/ (only its tables and figures were kept): "
                         "re-run the command in its sweep.json to rebuild them")
-    record = json.loads((out / SWEEP).read_text())
+    record = read_record(out)
     seeds = record["seeds"]
     rows: dict[str, dict[str, Any]] = {}
     names: dict[str, None] = {}
     for run in record["runs"]:
         key = json.dumps(run["point"], sort_keys=True)
         row = rows.setdefault(key, {"point": run["point"], "values": {}, "status": []})
-        summary_path = out / "runs" / run["id"] / rundir.SUMMARY
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+        try:
+            summary = run_summary(out, run)
+        except ValueError as exc:
+            raise UserError(f"{out / 'runs' / run['id'] / rundir.SUMMARY} is corrupt ({exc}): re-run "
+                            "the sweep's command, which moves that run aside and runs it again") from None
         unfinished = "failed" if run.get("status") == "failed" else "pending"
         row["status"].append(summary["status"] if summary else unfinished)
         for name, stats in (summary or {}).get("metrics", {}).items():
             names[name] = None
-            per_seed = row["values"].setdefault(name, [np.nan] * seeds)
-            per_seed[run["seed"]] = np.nan if stats["mean"] is None else stats["mean"]
+            per_seed = row["values"].setdefault(name, [np.nan] * len(seeds))
+            per_seed[seeds.index(run["seed"])] = np.nan if stats["mean"] is None else stats["mean"]
     return record, list(rows.values()), list(names)
 
 
 def _stats(row: Mapping[str, Any], name: str, seeds: int) -> dict[str, Any]:
-    return aggregate_seeds(row["values"].get(name, [np.nan] * seeds))
+    return aggregate_seeds(Metric(name), row["values"].get(name, [np.nan] * seeds))
 
 
 def render(out: Path, metrics: Sequence[str] = ()) -> str:
@@ -71,21 +75,22 @@ def render(out: Path, metrics: Sequence[str] = ()) -> str:
     writer.writerow([*keys, "runs", *[f"{n}_{s}" for n in names for s in ("mean", "std")]])
     table = ["| " + " | ".join([*keys, "runs", *names]) + " |", "|" + "---|" * (len(keys) + 1 + len(names))]
     for row in rows:
-        cells = [_stats(row, n, record["seeds"]) for n in names]
+        cells = [_stats(row, n, len(record["seeds"])) for n in names]
         done = f"{row['status'].count('complete')}/{len(row['status'])}"
         writer.writerow([*row["point"].values(), done, *[c[s] for c in cells for s in ("mean", "std")]])
         table.append("| " + " | ".join([*row["point"].values(), done,
-                                        *[f"{fmt(c['mean'])} ± {fmt(c['std'])}" for c in cells]]) + " |")
+                                        *[measured(c) for c in cells]]) + " |")
     rundir.write_text(out / "table.csv", buffer.getvalue())
     rundir.write_text(out / "table.md", "\n".join(table) + "\n")
     drawn = _draw(out, record, rows, list(metrics) or _plotted_metrics(record, names))
-    lines = [f"# Sweep of {record['recipe']} ({record['profile']} profile, {record['seeds']} seed(s) "
+    lines = [f"# Sweep of {record['recipe']} ({record['profile']} profile, {len(record['seeds'])} seed(s) "
              f"per point, {record['backend']} backend)", "",
              f"Command: `{record['command']}`", "",
              "Grid: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in record["grid"].items()), ""]
     if record["sets"]:
         lines += ["Fixed: " + ", ".join(record["sets"]), ""]
-    lines += ["Each cell: mean ± std over seeds. Also in [table.csv](table.csv).", "", *table, ""]
+    spread = "mean ± std over seeds" if len(record["seeds"]) > 1 else "the one seed's value"
+    lines += [f"Each cell: {spread}. Also in [table.csv](table.csv).", "", *table, ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in drawn]
     text = "\n".join(lines) + "\n"
     rundir.write_text(out / "report.md", text)
@@ -116,7 +121,7 @@ def _draw(out: Path, record: Mapping[str, Any], rows: list[dict], plotted: list[
     for name in plotted:
         path = figure_dir / f"{name}.png"
         if len(swept) == 1:
-            _line(rows, swept[0], record["grid"][swept[0]], name, record["seeds"], path)
+            _line(rows, swept[0], record["grid"][swept[0]], name, len(record["seeds"]), path)
         elif len(swept) == 2:
             _heatmap(rows, swept, record["grid"], name, path)
         else:

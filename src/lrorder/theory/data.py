@@ -23,7 +23,7 @@ KINDS = {"p_only": P_ONLY, "q_only": Q_ONLY, "both": BOTH}
 
 @dataclasses.dataclass(frozen=True)
 class Distribution:
-    """The knobs of Section 2; `paper_defaults` fills them from Assumption 3.3."""
+    """The knobs of Section 2; `theory.config.paper_defaults` fills them from Assumption 3.3."""
 
     d: int
     r: float
@@ -39,11 +39,6 @@ class Distribution:
     def rays(self, device=None) -> torch.Tensor:
         """[3, 2]: z, z + zeta, z - zeta in the basis (z, zeta / r); ray 0 has label +1 (eq. 2.5)."""
         return torch.tensor([[1.0, 0.0], [1.0, self.r], [1.0, -self.r]], device=device)
-
-
-def paper_defaults(d: int, kappa: float) -> dict[str, float]:
-    """Assumption 3.3: N/d = 1/kappa^2, r = d^-3/4, p0 = kappa^2/2, lambda = d^-5/4."""
-    return {"n_train": round(d / kappa**2), "r": d**-0.75, "p0": kappa**2 / 2, "lam": d**-1.25}
 
 
 @dataclasses.dataclass(frozen=True)

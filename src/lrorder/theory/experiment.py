@@ -1,123 +1,29 @@
 """One simulation of the P/Q setting: L-S, S and S + noise on the same data and initialization.
 
-`TheoryConfig` holds every knob of Sections 2-3 and Appendix F.1 (None means "Assumption 3.3's
-scaling"); `Simulation` builds each seed's data, network and initialization from that seed
-alone, advances every method and seed in one batched program (`optim.Trainer`), probes along
-the way (`probes.probe`) and condenses a run into the per-seed figures of merit of issue 4.
-The gradient and pre-activation noise is one stream for the whole batch.
+Given a `TheoryConfig` (`lrorder.theory.config`), `Simulation` builds each seed's data, network
+and initialization from that seed alone, advances every method and seed in one batched program
+(`optim.Trainer`) and probes along the way (`probes.probe`); `simulate` runs it as a resumable
+unit of work and `figures_of_merit` condenses it into per-seed metrics. Every seed draws its
+data, initialization and noise from its own generators, so seed s is the same run whatever
+other seeds share its batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Any
 
 import torch
 
-from lrorder.core.config import at_least, between, greater, param
+from lrorder.core.metrics import Metric
 from lrorder.theory import data, model, optim, probes
+from lrorder.theory.config import TheoryConfig
 
-MAX_TRAIN_ENTRIES = 5e8  # training inputs of one seed (float32: 2 GB); beyond it, say so
-METHODS = ("ls", "s", "s_noise")
 Probes = dict[str, torch.Tensor]  # name -> [M, S]
-
-
-@dataclasses.dataclass(frozen=True)
-class TheoryConfig:
-    d: int = param(100, "input dimension of each part (x1, x2 in R^d); for conv the patch size",
-                   check=at_least(4))
-    kappa: float = param(0.3, "kappa of Assumption 3.3 (N/d = 1/kappa^2, p0 = kappa^2/2); used "
-                         "where n_train, p0 are unset", check=between(1e-3, 1.0))
-    n_train: int | None = param(None, "N, training examples (unset: d/kappa^2; conv: d k/kappa^2)",
-                                check=at_least(1),
-                                paper="d / kappa^2")
-    r: float | None = param(None, "|zeta|, the Q pattern's gap (unset: d^-3/4; conv: (d k)^-3/4 / k)",
-                              check=between(1e-6, 1.0),
-                              paper="d^-3/4")
-    p0: float | None = param(None, "P-only probability (unset: kappa^2/2)", check=between(0.0, 1.0),
-                               paper="kappa^2 / 2")
-    q0: float = param(0.4, "Q-only probability (Theta(1) in Assumption 3.3)", check=between(0.0, 1.0),
-                       paper="Theta(1)")
-    lam: float | None = param(None, "weight decay lambda (unset: d^-5/4; conv: (d k)^-5/4)",
-                                check=at_least(0.0),
-                                paper="d^-5/4")
-    structure: Literal["wv", "u", "conv"] = param("wv", "wv: W sees x1, V sees x2 (Section 2); u: one "
-                                                  "unstructured U sees both; conv: filters shared by "
-                                                  "patches of x (Appendix F.2)")
-    patches: int = param(4, "conv: k patches of d coordinates at stride d/k; x2 in the last d/k "
-                         "coordinates, x1 in the d (k - 2)/k + d before them", check=at_least(2))
-    balanced_u: bool = param(True, "second layer with exactly half + and half - signs, else i.i.d. as "
-                             "in Section 2: removes the mean of the bias-free net's random output "
-                             "offset, and halves the seeds in which V never learns Q (docs/theory.md)")
-    m_w: int = param(100, "W neurons (the width of U for structure u, the filters for conv)",
-                     check=at_least(1))
-    m_v: int = param(2000, "V neurons: Q is fitted only by the ~r/pi of them whose sign differs "
-                     "on z and z +- zeta, so it needs many", check=at_least(1))
-    tau0: float = param(0.4, "initialization std of U (Section 3)", check=greater(0.0))
-    eta1: float = param(1.0, "large learning rate of L-S", check=greater(0.0))
-    eta2: float = param(0.01, "small learning rate (L-S after the anneal, S, S + noise)", check=greater(0.0))
-    tau_xi: float | None = param(None, "gradient-noise std (unset: the stationary value of "
-                                 "Assumption 3.1 at tau0, eta1, lambda)", check=at_least(0.0),
-                                 paper="eq. 3.3")
-    eps1: float = param(0.01, "L-S anneals when the train loss < eps1 + q log 2", check=greater(0.0))
-    eps2: float = param(1e-3, "every method stops at train loss < eps2 (absolute, not the paper's "
-                        "eps1/q, which the runs may never reach)", check=greater(0.0))
-    anneal_at: int = param(1500, "anneal at this iteration if the loss rule has not fired",
-                           check=at_least(0))
-    sigma: float = param(0.2, "S + noise: std of the pre-activation noise before its anneal "
-                         "(Appendix F.1)", check=at_least(0.0))
-    per_example_noise: bool = param(False, "S + noise: fresh noise per example (default: one "
-                                    "value per neuron shared by all examples)")
-    steps: int = param(15000, "iterations (a cap: runs stop earlier at eps2)", check=at_least(1))
-    n_test: int = param(10000, "fresh test examples per seed", check=at_least(1))
-    probe_every: int = param(100, "iterations between probes", check=at_least(1))
-    learned_err: float = param(0.1, "a part 'has learned' its pattern once its error on its "
-                               "examples is below this", check=between(0.0, 0.5))
-    learned_probes: int = param(3, "... and stays below it for this many consecutive probes (or to the "
-                                "end of the run): under the large LR single probes of the V-part flip",
-                                check=at_least(1))
-    methods: tuple[str, ...] = param(METHODS, "methods to run, of ls, s, s_noise")
-
-    def problems(self) -> list[str]:
-        unknown = [m for m in self.methods if m not in METHODS]
-        problems = [f"unknown methods {unknown}: choose from {', '.join(METHODS)}"] if unknown else []
-        if not self.methods or len(set(self.methods)) != len(self.methods):
-            problems.append(f"methods must be distinct and not empty (got {','.join(self.methods)})")
-        if self.resolved("p0") + self.q0 > 1:
-            problems.append(f"p0 + q0 must be <= 1 (got {self.resolved('p0')} + {self.q0})")
-        if self.tau_xi is None and not 0 < self.eta1 * self.resolved("lam") < 1:
-            problems.append("eta1 * lam must be in (0, 1) for the stationary noise of eq. 3.3 "
-                            f"(got {self.eta1 * self.resolved('lam'):g}): lower eta1 or lam, or set tau_xi")
-        if self.structure == "conv" and (self.d % self.patches or self.d // self.patches < 2):
-            problems.append(f"conv needs d divisible by patches with d/patches >= 2 (got d={self.d}, "
-                            f"patches={self.patches})")
-        if self.resolved("n_train") * self.d > MAX_TRAIN_ENTRIES:  # d: x1's size up to a factor 2 (conv)
-            problems.append(f"n_train * d = {self.resolved('n_train') * self.d:g} is too large "
-                            f"(> {MAX_TRAIN_ENTRIES:g}): raise kappa or set n_train")
-        return problems
-
-    def resolved(self, name: str) -> float:
-        """A knob's value, with Assumption 3.3's scaling where it is unset (for conv, Theorem F.2's:
-        d replaced by d k and r by r / k)."""
-        value = getattr(self, name)
-        if value is not None:
-            return value
-        k = self.patches if self.structure == "conv" else 1
-        default = data.paper_defaults(self.d * k, self.kappa)[name]
-        return default / k if name == "r" else default
-
-    def distribution(self) -> data.Distribution:
-        knobs = {"r": self.resolved("r"), "p0": self.resolved("p0"), "q0": self.q0}
-        if self.structure == "conv":  # x = (x1, x2) fills the patches: x2 the last stride, x1 the rest
-            stride = self.d // self.patches
-            return data.Distribution(d=self.d + (self.patches - 2) * stride, q_dim=stride, **knobs)
-        return data.Distribution(d=self.d, **knobs)
-
-    def noise_std(self) -> float:
-        return (optim.stationary_tau_xi(self.tau0, self.eta1, self.resolved("lam"))
-                if self.tau_xi is None else self.tau_xi)
+NOISE_SEED = 1 << 32  # seed s's gradient and pre-activation noise come from NOISE_SEED + s
 
 
 def make_method(name: str, c: TheoryConfig) -> optim.Method:
@@ -169,6 +75,17 @@ class Progress:
     def step(self) -> int:
         return self.states[0].step
 
+    def to_plain(self) -> dict[str, Any]:
+        """The progress as plain data (tensors, numbers, lists, dicts): a resume point's form."""
+        states = [{f.name: getattr(s, f.name) for f in dataclasses.fields(s)} for s in self.states]
+        return {"states": states, "steps": list(self.steps),
+                "history": self.history, "at_anneal": self.at_anneal}
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> Progress:
+        return cls([optim.State(**s) for s in plain["states"]], list(plain["steps"]),
+                   {k: list(v) for k, v in plain["history"].items()}, list(plain["at_anneal"]))
+
     def merged(self, field: str) -> torch.Tensor:
         """[M, S] `field` (anneal_step, stop_step) of every method, in config order."""
         return torch.cat([getattr(s, field) for s in self.states]).cpu()
@@ -196,12 +113,11 @@ class Simulation:
         self.train, self.test = _concat(trains), _concat(tests)
         self.arch = model.concat_seeds(archs)
         self.init = [torch.cat(ws, dim=1) for ws in zip(*inits)]  # [1, S, k, f]: shared by methods
-        noise_seed = sum(7919 * (i + 1) * (s + 1) for i, s in enumerate(seeds))
-        noise_gen = torch.Generator(device).manual_seed(noise_seed)
+        noise = [torch.Generator(device).manual_seed(NOISE_SEED + seed) for seed in seeds]  # one per seed
         self.groups = _groups(methods)
         self.trainers = [optim.Trainer(self.arch, self.train, [methods[i] for i in group],
                                        config.resolved("lam"), config.noise_std(),
-                                       config.per_example_noise, noise_gen)
+                                       config.per_example_noise, noise)
                          for group in self.groups]
 
     def start(self) -> Progress:
@@ -237,10 +153,13 @@ class Simulation:
             if fresh and progress.step % self.config.probe_every == 0:
                 take_probe()
                 on_checkpoint(progress)
-            for trainer, state, at_anneal in zip(self.trainers, progress.states, progress.at_anneal):
+            for group, trainer, state, at_anneal in zip(self.groups, self.trainers, progress.states,
+                                                        progress.at_anneal):
                 loss = trainer.step(state, lambda s, fired, a=at_anneal: record_anneal(a, s, fired))
                 if not bool(torch.isfinite(loss).all()):
-                    raise FloatingPointError(f"non-finite train loss at iteration {state.step}")
+                    where = ", ".join(f"{self.config.methods[group[m]]} seed {self.seeds[s]}"
+                                      for m, s in (~torch.isfinite(loss)).nonzero().tolist())
+                    raise FloatingPointError(f"non-finite train loss of {where} at iteration {state.step}")
             on_step()
         take_probe()
         return progress
@@ -264,8 +183,9 @@ def mean_before(steps: list[int], series: torch.Tensor, anneal: torch.Tensor) ->
     return torch.where(inside, series, 0.0).sum(0) / inside.sum(0)
 
 
-def figures_of_merit(config: TheoryConfig, progress: Progress) -> dict[str, list[float]]:
-    """Per-seed metrics named `<metric>_<method>` (issue 4): final errors, the anneal, learning order.
+def figures_of_merit(config: TheoryConfig, progress: Progress, kappa: float | None = None
+                     ) -> dict[Metric, list[float]]:
+    """Per-seed metrics of every method: final errors, the anneal, learning order.
 
     `p_learned_iter` / `q_learned_iter`: the probe from which the W-part's error on P (the V-part's
     on Q) stays below `learned_err` for `learned_probes` probes; `steps + 1` if never (censored).
@@ -290,10 +210,67 @@ def figures_of_merit(config: TheoryConfig, progress: Progress) -> dict[str, list
                  for a, s in zip(progress.at_anneal, progress.states)]
     for name in at_anneal[0]:
         per_method[f"{name}_at_anneal"] = torch.cat([a[name] for a in at_anneal])
-    metrics = {}
-    for name, values in per_method.items():
-        for i, method in enumerate(config.methods):
-            if method == "s" and "anneal" in name:
-                continue  # S never anneals
-            metrics[f"{name}_{method}"] = values[i].double().tolist()
-    return metrics
+    return {Metric(name, method, kappa=kappa): values[i].double().tolist()
+            for name, values in per_method.items() for i, method in enumerate(config.methods)
+            if not (method == "s" and "anneal" in name)}  # S never anneals
+
+
+def learning_order_flags(metrics: dict[Metric, list[float]], learned_err: float,
+                         steps: int) -> dict[Metric, list[float]]:
+    """Per seed, 1 when the order is the paper's, on the sustained learning iterations (censored at
+    steps + 1): L-S has learned P (and still has it at the anneal) and not yet Q when it anneals
+    (Lemmas 4.1-4.2), and learns Q after it within the run; S learns Q strictly before P
+    (Lemma 5.2). NaN for a seed whose L-S never annealed."""
+    flags = {}
+    if Metric("anneal_iter", "ls") in metrics:
+        anneal, p, q, w = (metrics[Metric(name, "ls")] for name in (
+            "anneal_iter", "p_learned_iter", "q_learned_iter", "w_on_p_err_at_anneal"))
+        flags[Metric("ls_p_before_q")] = [float(p_at <= a < q_at and w_at <= learned_err)
+                                          if math.isfinite(a) else math.nan
+                                          for a, p_at, q_at, w_at in zip(anneal, p, q, w)]
+        flags[Metric("ls_q_after_anneal")] = [float(a < q_at <= steps) if math.isfinite(a) else math.nan
+                                              for a, q_at in zip(anneal, q)]
+    if Metric("q_learned_iter", "s") in metrics:
+        flags[Metric("s_q_before_p")] = [float(q < p) for q, p in zip(metrics[Metric("q_learned_iter", "s")],
+                                                                      metrics[Metric("p_learned_iter", "s")])]
+    return flags
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: str, config: TheoryConfig):
+    """The structured net's tensors are small: on a shared CPU, intra-op threads wait on each other
+    more than they help. The convolution's are large enough for threads to pay (1.6x on 2 cores)."""
+    threads = torch.get_num_threads()
+    if device == "cpu" and config.structure != "conv":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def simulate(ctx, config: TheoryConfig, partial: dict[str, Any] | None,
+             kappa: float | None = None) -> dict[str, Any] | None:
+    """One batched simulation as a unit of work: resumed from `partial`, logging every probe per
+    seed and method (with `kappa` when given), a checkpoint after each probe. Returns the final
+    progress as plain data, or None when it diverged (recorded in the run's problems)."""
+    identity = {} if kappa is None else {"kappa": kappa}
+    with _cpu_threads(ctx.device, config):
+        sim = Simulation(config, ctx.seeds, ctx.device)
+        progress = sim.start() if partial is None else Progress.from_plain(partial).to(ctx.device)
+
+        def log(step: int, values: Probes) -> None:
+            for i, seed in enumerate(ctx.seeds):
+                for m, method in enumerate(config.methods):
+                    ctx.log(seed=seed, method=method, **identity, step=step,
+                            **{name: float(value[m, i]) for name, value in values.items()})
+
+        with ctx.progress(config.steps, "iterations" if kappa is None else f"kappa {kappa:g}") as bar:
+            bar.update(progress.step)
+            try:
+                progress = sim.run(progress, on_probe=log, on_step=bar.update,
+                                   on_checkpoint=lambda p: ctx.checkpoint(p.to_plain()))
+            except FloatingPointError as exc:
+                ctx.diverged(str(exc) if kappa is None else f"kappa {kappa:g}: {exc}")
+                return None
+    return progress.to("cpu").to_plain()

@@ -17,6 +17,10 @@ z - zeta only: relu is positively homogeneous, so g(alpha ray) = alpha g(ray). T
 cost of V independent of the number of examples, and is exact. With pre-activation noise shared
 by the examples (Appendix F.1) it still is, through sorted thresholds (`_NoisyRaysPass`); only
 per-example noise evaluates V on every example.
+
+Every other block skips its all-zero patches (x1 of a Q-only example, x2 of a P-only one: half
+of theory-order's W rows, a third of theory-conv's patches) and computes the rest in cache-sized
+chunks (`_block_forward`); both are exact.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from lrorder.theory.data import Examples, embed_x2
+
+CHUNK = 2**20  # hidden units computed at once (4 MB): see `_block_forward`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,39 +156,58 @@ def _inputs(block: Block, ex: Examples, rays: torch.Tensor) -> torch.Tensor:
 
 
 @dataclasses.dataclass
+class _Chunk:
+    """The hidden units of some rows of one patch for a run of seeds, kept for the gradient."""
+
+    seeds: slice
+    patch: int
+    rows: torch.Tensor  # [S', r]: which examples (or rays) of each seed
+    x: torch.Tensor  # [S', r, f]: their patch
+    hidden: torch.Tensor  # [M, S', r, k]: relu of the pre-activations (noise included)
+
+
+@dataclasses.dataclass
 class _Pass:
     """One block's forward pass, kept for its gradient."""
 
-    x: torch.Tensor  # [S, n', p, f]: the examples' patches, or the 3 rays
-    pre: torch.Tensor  # [M, S, n', p, k], pre-activations including the noise
+    chunks: list[_Chunk]
     u: torch.Tensor  # [S, p, k]
+    shape: torch.Size  # of the block's weight, [M, S, k, f]
     ex: Examples | None  # set when evaluated on the rays: maps rays back to examples
 
     def grad(self, coeff: torch.Tensor) -> torch.Tensor:
-        """sum_n coeff[m, s, n] d out_n / d A  ->  [M, S, k, f]."""
+        """sum_n coeff[m, s, n] d out_n / d A  ->  [M, S, k, f]. The activity masks overwrite the
+        kept hidden units (no second buffer), so a pass gives one gradient."""
         if self.ex is not None:  # d(alpha g(ray)) = alpha d g(ray): gather the weights per ray
             ray = self.ex.ray.expand_as(coeff)
             coeff = coeff.new_zeros(*coeff.shape[:-1], 3).scatter_add_(-1, ray, coeff * self.ex.alpha)
-        active = (self.pre > 0) * coeff[..., None, None] * self.u[:, None]
-        return torch.einsum("msnpk,snpf->mskf", active, self.x)
+        grad = coeff.new_zeros(self.shape).transpose(-1, -2)  # [M, S, f, k]: the faster product
+        for c in self.chunks:
+            weights = coeff[:, c.seeds].gather(-1, c.rows.expand(len(coeff), -1, -1))
+            active = c.hidden.gt_(0)
+            per_filter = (weights[..., None] * c.x).transpose(-1, -2) @ active  # [M, S', f, k]
+            grad[:, c.seeds] += per_filter * self.u[c.seeds, c.patch, None]
+        return grad.transpose(-1, -2)
 
 
 @dataclasses.dataclass
 class _NoisyRaysPass:
     """V on the rays with one pre-activation noise value per neuron, shared by the examples (F.2).
 
-    Neuron j is active on alpha * ray iff alpha a_j + xi_j > 0 with a_j = <v_j, ray>: a threshold
-    t_j = -xi_j / a_j on alpha (above it if a_j > 0, below if a_j < 0). Sorting the thresholds
-    (forward) and the alphas (gradient) turns the sums over active neurons or examples into prefix
-    sums: O((n + k) log) per ray instead of O(n k), exact (ties between a threshold and an alpha
-    have probability 0).
+    Neuron j is active on alpha * ray iff alpha a_j + xi_j > 0 with a_j = <v_j, ray>: above the
+    threshold t_j = -xi_j / a_j if a_j > 0, below it if a_j < 0 (always if a_j = 0 < xi_j). The
+    rank of t_j among the seed's sorted alphas (one searchsorted) turns the sums over the neurons
+    active on an example (forward) and over the examples a neuron is active on (gradient) into
+    prefix sums: O(k log n + n) per ray instead of O(n k), exact (a threshold ties an alpha with
+    probability 0).
     """
 
     rays: torch.Tensor  # [S, 3, 2]
-    threshold: torch.Tensor  # [M, S, 3, k]
+    rank: torch.Tensor  # [M, S, 3, k]: how many of the seed's alphas lie below t_j
     rising: torch.Tensor  # [M, S, 3, k]: active above the threshold (a_j > 0, or a_j = 0 < xi_j)
     falling: torch.Tensor  # [M, S, 3, k]: active below it (a_j < 0)
     u: torch.Tensor
+    order: torch.Tensor  # [S, n]: the examples by increasing alpha
     ex: Examples
 
     @classmethod
@@ -191,52 +216,132 @@ class _NoisyRaysPass:
         b = xi.expand_as(a)
         rising, falling = (a > 0) | ((a == 0) & (b > 0)), a < 0
         threshold = torch.where(a != 0, -b / torch.where(a != 0, a, 1.0), -torch.inf).contiguous()
-        alpha = ex.alpha[None, :, None, :].expand(*a.shape[:-1], -1).contiguous()
-        key, order = threshold.sort(-1)
+        alpha, order = ex.alpha.sort(-1)
+        n = alpha.shape[-1]
+        rank = torch.searchsorted(alpha[None, :, None].expand(*a.shape[:-1], n).contiguous(), threshold)
         ua, ub = u[:, None] * a, u[:, None] * b
         weights = torch.stack([ua * rising, ub * rising, ua * falling, ub * falling])  # [4, M, S, 3, k]
-        sums = F.pad(torch.gather(weights, -1, order.expand_as(weights)).cumsum(-1), (1, 0))
-        below = sums.gather(-1, torch.searchsorted(key, alpha).expand(4, *alpha.shape))  # threshold < alpha
-        taken = below[:2] + sums[2:, ..., -1:] - below[2:]  # rising below alpha, falling above it
-        per_ray = alpha * taken[0] + taken[1]
-        out = torch.gather(per_ray, 2, ex.ray[None, :, None, :].expand(len(weight), -1, 1, -1))[:, :, 0]
-        return out, cls(rays, threshold, rising, falling, u, ex)
+        by_rank = weights.new_zeros(*weights.shape[:-1], n + 1).scatter_add_(
+            -1, rank.expand_as(weights), weights)
+        sums = by_rank.cumsum(-1)  # [..., i]: neurons whose threshold lies below the i-th alpha
+        taken = sums[:2, ..., :n] + sums[2:, ..., n:] - sums[2:, ..., :n]  # rising below, falling above
+        per_ray = alpha[:, None] * taken[0] + taken[1]  # [M, S, 3, n], examples by alpha
+        ray = ex.ray.gather(-1, order)[None, :, None].expand(len(weight), -1, 1, -1)
+        by_alpha = torch.gather(per_ray, 2, ray)[:, :, 0]
+        out = torch.empty_like(by_alpha).scatter_(-1, order.expand_as(by_alpha), by_alpha)
+        return out, cls(rays, rank, rising, falling, u, order, ex)
 
     def grad(self, coeff: torch.Tensor) -> torch.Tensor:
-        alpha, order = self.ex.alpha.sort(-1)
         on_ray = self.ex.ray[:, None, :] == torch.arange(3, device=coeff.device)[:, None]  # [S, 3, n]
         weights = (coeff * self.ex.alpha)[:, :, None, :] * on_ray  # [M, S, 3, n]
-        sums = F.pad(torch.gather(weights, -1, order[None, :, None].expand_as(weights)).cumsum(-1), (1, 0))
-        alpha = alpha[None, :, None].expand(*self.threshold.shape[:-1], -1).contiguous()
-        below = sums.gather(-1, torch.searchsorted(alpha, self.threshold))  # examples with alpha < threshold
+        by_alpha = torch.gather(weights, -1, self.order[None, :, None].expand_as(weights))
+        sums = F.pad(by_alpha.cumsum(-1), (1, 0))
+        below = sums.gather(-1, self.rank)  # examples whose alpha lies below the threshold
         above = sums[..., -1:] - below
         per_neuron = torch.where(self.rising, above, torch.where(self.falling, below, 0.0))
         return torch.einsum("msrk,srf->mskf", per_neuron * self.u[:, None, :], self.rays)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Rows:
+    """What a block's chunks read: per chunk (patch, seeds, rows [S', r], their inputs [S', r, f]);
+    per patch the rows left out, [S, n' - r] (all zero)."""
+
+    chunks: list[tuple[int, slice, torch.Tensor, torch.Tensor]]
+    left_out: list[torch.Tensor]
+
+
+def _rows(x: torch.Tensor, skip_zero: bool, rows_per_chunk: int) -> _Rows:
+    """Chunks of at most `rows_per_chunk` rows of the inputs x [S, n', p, f], several seeds in a
+    chunk where they fit. With `skip_zero` a patch's all-zero rows are left out: each seed's other
+    rows come first, padded with its zero rows to the most any seed has."""
+    seeds, _, patches, features = x.shape
+    if skip_zero:
+        live = (x.amax(-1) != 0) | (x.amin(-1) != 0)  # [S, n', p]
+    else:
+        live = x.new_ones(x.shape[:-1], dtype=torch.bool)
+    chunks, left_out = [], []
+    for i in range(patches):
+        order = (~live[..., i]).byte().argsort(dim=-1, stable=True)
+        taken = int(live[..., i].sum(-1).max())
+        seeds_per_chunk = max(1, rows_per_chunk // max(taken, 1))
+        for first in range(0, seeds, seeds_per_chunk):
+            part = slice(first, first + seeds_per_chunk)
+            for rows in order[part, :taken].split(rows_per_chunk, dim=-1):
+                inputs = x[part, :, i].gather(1, rows[..., None].expand(-1, -1, features))
+                chunks.append((i, part, rows, inputs))
+        left_out.append(order[:, taken:])
+    return _Rows(chunks, left_out)
+
+
 def _block_forward(block: Block, weight: torch.Tensor, ex: Examples, rays: torch.Tensor,
-                   xi: torch.Tensor | None) -> tuple[torch.Tensor, _Pass | _NoisyRaysPass]:
-    """One block's output [M, S, n]: V on the three rays where it can be, else on every example."""
+                   xi: torch.Tensor | None, buffers: dict | None,
+                   keep: bool = True) -> tuple[torch.Tensor, _Pass | _NoisyRaysPass]:
+    """One block's output [M, S, n]: V on the three rays where it can be, else on every example.
+
+    An all-zero patch (x1 of a Q-only example, x2 of a P-only one) has hidden units relu(xi):
+    without noise it adds nothing, with noise shared by the examples relu(xi) . u, computed once;
+    it has no gradient. So each patch is computed on its other rows only (`_rows`), in chunks of
+    at most `CHUNK` hidden units that stay in the cache. Fresh memory is paid in page faults (on
+    the 2-core test machine 30 ms for 41 MB, more than the arithmetic on it), so a caller that
+    steps repeatedly keeps a dict `buffers`: the hidden units are written there, and the chunks'
+    rows are kept there while the examples are the same. Without `keep` (no gradient wanted) a
+    chunk's memory is free for the next one.
+    """
     seeds, n = ex.y.shape
     if block.sees == "x2" and xi is not None and xi.shape[-2] == 1:
         return _NoisyRaysPass.forward(weight, block.u, xi, ex, rays.expand(seeds, 3, 2))
     on_rays = block.sees == "x2" and xi is None
-    x = rays[:, None].expand(seeds, 3, 1, 2) if on_rays else _inputs(block, ex, rays)
-    pre = torch.einsum("snpf,mskf->msnpk", x, weight)
-    if xi is not None:
-        pre = pre + xi.unflatten(-1, (block.patches, block.filters))
+    methods, k = len(weight), block.filters
+    shared = xi is not None and xi.shape[-2] == 1
+    skip_zero = xi is None or shared
+    kept = None if buffers is None else buffers.get(("rows", skip_zero))
+    if kept is None or kept[0] is not ex:
+        x = rays[:, None].expand(seeds, 3, 1, 2) if on_rays else _inputs(block, ex, rays)
+        kept = (ex, _rows(x, skip_zero, max(1, CHUNK // (methods * k))))
+        if buffers is not None:
+            buffers[("rows", skip_zero)] = kept
+    layout = kept[1]
     u = block.per_patch_u()
-    out = torch.einsum("msnpk,spk->msn", pre.clamp(min=0), u)
+    weight_t = weight.transpose(-1, -2).contiguous()
+    out = weight.new_zeros(methods, seeds, 3 if on_rays else n)
+    chunks = []
+    for key, (i, part, rows, patch) in enumerate(layout.chunks):
+        hidden = torch.matmul(patch, weight_t[:, part], out=_buffer(  # [M, S', r, k]
+            buffers, key, (methods, *rows.shape, k), weight))
+        if xi is not None:
+            noise = xi[:, part, :, i * k:(i + 1) * k]  # [M, S', 1 or n, k]
+            hidden += noise if shared else noise.gather(2, rows[None, ..., None].expand(methods, -1, -1, k))
+        contribution = (hidden.relu_() * u[part, i, None]).sum(-1)
+        out[:, part].scatter_add_(-1, rows.expand(methods, -1, -1), contribution)
+        if keep:
+            chunks.append(_Chunk(part, i, rows, patch, hidden))
+    if shared:
+        for i, zero in enumerate(layout.left_out):
+            alone = (xi[..., i * k:(i + 1) * k].relu() * u[:, i, None]).sum(-1)  # [M, S, 1]
+            out.scatter_add_(-1, zero.expand(methods, -1, -1), alone.expand(-1, -1, zero.shape[-1]))
     if on_rays:
-        out = ex.alpha * torch.gather(out, -1, ex.ray.expand(len(weight), seeds, n))
-    return out, _Pass(x, pre, u, ex if on_rays else None)
+        out = ex.alpha * torch.gather(out, -1, ex.ray.expand(methods, seeds, n))
+    return out, _Pass(chunks, u, weight.shape, ex if on_rays else None)
+
+
+def _buffer(buffers: dict | None, key: int, shape: tuple[int, ...],
+            like: torch.Tensor) -> torch.Tensor | None:
+    """`buffers[key]`, made anew where it has another shape; None without buffers."""
+    if buffers is None:
+        return None
+    if key not in buffers or buffers[key].shape != shape:
+        buffers[key] = like.new_empty(shape)
+    return buffers[key]
 
 
 def _forward(arch: Architecture, weights: list[torch.Tensor], ex: Examples,
-             noise: list[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list]:
+             noise: list[torch.Tensor | None] | None = None, buffers: dict | None = None,
+             keep: bool = True) -> tuple[torch.Tensor, list]:
     out, passes = 0.0, []
-    for block, weight, xi in zip(arch.blocks, weights, noise or [None] * len(weights)):
-        block_out, block_pass = _block_forward(block, weight, ex, arch.rays, xi)
+    for i, (block, weight, xi) in enumerate(zip(arch.blocks, weights, noise or [None] * len(weights))):
+        block_buffers = None if buffers is None else buffers.setdefault(i, {})
+        block_out, block_pass = _block_forward(block, weight, ex, arch.rays, xi, block_buffers, keep)
         out = out + block_out
         passes.append(block_pass)
     return out, passes
@@ -245,7 +350,7 @@ def _forward(arch: Architecture, weights: list[torch.Tensor], ex: Examples,
 def output(arch: Architecture, weights: list[torch.Tensor], ex: Examples,
            noise: list[torch.Tensor | None] | None = None) -> torch.Tensor:
     """f(u, U; x) for every method, seed and example: [M, S, n]."""
-    return _forward(arch, weights, ex, noise)[0]
+    return _forward(arch, weights, ex, noise, keep=False)[0]
 
 
 def logistic(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -254,9 +359,11 @@ def logistic(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def loss_and_grad(arch: Architecture, weights: list[torch.Tensor], ex: Examples,
-                  noise: list[torch.Tensor | None] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Per-example train loss [M, S, n] and the gradient of its mean (without the lambda term)."""
-    out, passes = _forward(arch, weights, ex, noise)
+                  noise: list[torch.Tensor | None] | None = None,
+                  buffers: dict | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Per-example train loss [M, S, n] and the gradient of its mean (without the lambda term);
+    `buffers`: a dict kept across calls, where the hidden units are written (`_block_forward`)."""
+    out, passes = _forward(arch, weights, ex, noise, buffers)
     loss = logistic(out, ex.y)
     coeff = -ex.y * torch.sigmoid(-ex.y * out) / ex.y.shape[-1]
     return loss, [p.grad(coeff) for p in passes]

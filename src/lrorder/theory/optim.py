@@ -67,16 +67,17 @@ class State:
     phase: torch.Tensor  # [M, S] long
     anneal_step: torch.Tensor  # [M, S] long, NEVER until the first transition
     stop_step: torch.Tensor  # [M, S] long, NEVER until stopped
-    rng: torch.Tensor  # the noise generator's state
+    rng: torch.Tensor  # [S, ...] each seed's noise generator state
 
 
 class Trainer:
     """The batched update of eq. 3.1 for `methods` x seeds on one training set."""
 
     def __init__(self, arch: model.Architecture, train: Examples, methods: list[Method], lam: float,
-                 tau_xi: float, per_example_noise: bool, gen: torch.Generator):
+                 tau_xi: float, per_example_noise: bool, gens: list[torch.Generator]):
         self.arch, self.train, self.methods = arch, train, methods
-        self.lam, self.tau_xi, self.per_example_noise, self.gen = lam, tau_xi, per_example_noise, gen
+        self.lam, self.tau_xi, self.per_example_noise, self.gens = lam, tau_xi, per_example_noise, gens
+        self.buffers: dict = {}  # the hidden units of a step, rewritten in place by the next
         device = train.y.device
         phases = max(len(m.lrs) for m in methods)
 
@@ -100,11 +101,21 @@ class Trainer:
     def start(self, weights: list[torch.Tensor]) -> State:
         shape = weights[0].shape[:2]
         never = torch.full(shape, NEVER, dtype=torch.long, device=weights[0].device)
-        return State(0, weights, torch.zeros_like(never), never.clone(), never.clone(), self.gen.get_state())
+        return State(0, weights, torch.zeros_like(never), never.clone(), never.clone(), self._rng())
 
     def resume(self, state: State) -> None:
-        """Continue the noise stream where `state` was taken."""
-        self.gen.set_state(state.rng)
+        """Continue every seed's noise stream where `state` was taken."""
+        for gen, rng in zip(self.gens, state.rng):
+            gen.set_state(rng.clone())  # a state of its own: set_state reads the storage from its start
+
+    def _rng(self) -> torch.Tensor:
+        return torch.stack([gen.get_state() for gen in self.gens])
+
+    def _randn(self, runs: int, *shape: int, device) -> torch.Tensor:
+        """[runs, S, *shape] standard normals, seed s's from seed s's generator alone, so a seed's
+        noise does not depend on which other seeds share the batch."""
+        return torch.stack([torch.randn(runs, *shape, generator=gen, device=device) for gen in self.gens],
+                           dim=1)
 
     def _per_run(self, table: torch.Tensor, state: State) -> torch.Tensor:
         """[M, S] value of `table` in each run's current phase; 0 once a run has stopped."""
@@ -117,8 +128,8 @@ class Trainer:
         if not bool((sigma > 0).any()):
             return None
         examples = self.train.y.shape[-1] if self.per_example_noise else 1
-        return [sigma[..., None, None] * torch.randn(*sigma.shape, examples, block.width,
-                                                       generator=self.gen, device=sigma.device)
+        return [sigma[..., None, None] * self._randn(sigma.shape[0], examples, block.width,
+                                                     device=sigma.device)
                 for block in self.arch.blocks]
 
     def _advance(self, state: State, loss: torch.Tensor) -> torch.Tensor:
@@ -137,15 +148,16 @@ class Trainer:
     def step(self, state: State, on_anneal=None) -> torch.Tensor:
         """One iteration of eq. 3.1 for every run; `on_anneal(state, mask)` sees the weights at which
         a run's first transition fired, before the update. Returns the train loss [M, S]."""
-        loss, grads = model.loss_and_grad(self.arch, state.weights, self.train, self._preact_noise(state))
+        loss, grads = model.loss_and_grad(self.arch, state.weights, self.train, self._preact_noise(state),
+                                          self.buffers)
         mean_loss = loss.mean(-1)
         annealed = self._advance(state, mean_loss)
         if on_anneal is not None and bool(annealed.any()):
             on_anneal(state, annealed)
         lr = self._per_run(self.lr_table, state)[..., None, None]
         for weight, grad in zip(state.weights, grads):
-            xi = self.tau_xi * torch.randn(weight.shape, generator=self.gen, device=weight.device)
+            xi = self.tau_xi * self._randn(weight.shape[0], *weight.shape[2:], device=weight.device)
             weight.mul_(1 - lr * self.lam).sub_(lr * (grad + xi))
-        state.rng = self.gen.get_state()
+        state.rng = self._rng()
         state.step += 1
         return mean_loss

@@ -17,7 +17,6 @@ from lrorder.theory import model
 from lrorder.theory.data import KINDS, Examples
 
 BLOCK_NORM = {"x1": "w_norm", "x2": "v_norm", "x": "u_norm", "patches": "u_norm"}
-LINEAR_Q_ERR = 0.25  # the best V-part error on Q of a function linear on the Q plane (Lemma 4.2)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -11,21 +11,16 @@ a CPU runs; every knob can be set back to it (`--set r=none` etc.).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from lrorder.core.config import between, each, param
+from lrorder.core.metrics import Metric
 from lrorder.core.recipe import PaperValue, Recipe, register
-from lrorder.core.report import fmt
+from lrorder.core.report import fmt, seed_share
 from lrorder.core.rundir import Records
-from lrorder.theory import plots
-from lrorder.theory.experiment import Progress, Simulation, TheoryConfig, figures_of_merit
-from lrorder.theory.probes import LINEAR_Q_ERR
+from lrorder.theory.config import LINEAR_Q_ERR, ScalingConfig, TheoryConfig
 
 PAPER = "Li, Wei & Ma (2019), Towards explaining the regularization effect of initial large learning rate"
 REGIME = {"d": 100, "n_train": 1000, "p0": 0.05, "q0": 0.5, "r": 0.3, "tau0": 0.4, "m_w": 100, "m_v": 8000,
@@ -36,73 +31,15 @@ CONV_REGIME = {"structure": "conv", "d": 64, "patches": 2, "m_w": 1024, "n_train
                "methods": ("ls", "s")}
 
 
-@contextlib.contextmanager
-def _cpu_threads(device: str, config: TheoryConfig):
-    """The structured net's tensors are small: on a shared CPU, intra-op threads wait on each other
-    more than they help. The convolution's are large enough for threads to pay (1.6x on 2 cores)."""
-    threads = torch.get_num_threads()
-    if device == "cpu" and config.structure != "conv":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _simulate(ctx, config: TheoryConfig, progress: Progress | None, save) -> dict[str, list[float]]:
-    """Run (or resume) one batched simulation, logging every probe per seed."""
-    with _cpu_threads(ctx.device, config):
-        return _simulate_batched(ctx, config, progress, save)
-
-
-def _simulate_batched(ctx, config: TheoryConfig, progress: Progress | None, save) -> dict[str, list[float]]:
-    sim = Simulation(config, ctx.seeds, ctx.device)
-    progress = sim.start() if progress is None else progress.to(ctx.device)
-
-    def log(step: int, values) -> None:
-        for i, seed in enumerate(ctx.seeds):
-            ctx.log(seed=seed, step=step, **{f"{name}_{method}": float(value[m, i])
-                                             for name, value in values.items()
-                                             for m, method in enumerate(config.methods)})
-
-    with ctx.progress(config.steps, "iterations") as bar:
-        bar.update(progress.step)
-        try:
-            progress = sim.run(progress, on_probe=log, on_checkpoint=save, on_step=bar.update)
-        except FloatingPointError as exc:
-            ctx.diverged(str(exc))
-            return {}
-    return figures_of_merit(config, progress)
-
-
-def learning_order_flags(metrics: dict[str, list[float]], learned_err: float,
-                         steps: int) -> dict[str, list[float]]:
-    """Per seed, 1 when the order is the paper's, on the sustained learning iterations (censored at
-    steps + 1): L-S has learned P (and still has it at the anneal) and not yet Q when it anneals
-    (Lemmas 4.1-4.2), and learns Q after it within the run; S learns Q strictly before P
-    (Lemma 5.2). NaN for a seed whose L-S never annealed."""
-    flags = {}
-    if "anneal_iter_ls" in metrics:
-        anneal, p, q, w = (metrics[f"{name}_ls"] for name in (
-            "anneal_iter", "p_learned_iter", "q_learned_iter", "w_on_p_err_at_anneal"))
-        flags["ls_p_before_q"] = [float(p_at <= a < q_at and w_at <= learned_err) if math.isfinite(a)
-                                  else math.nan for a, p_at, q_at, w_at in zip(anneal, p, q, w)]
-        flags["ls_q_after_anneal"] = [float(a < q_at <= steps) if math.isfinite(a) else math.nan
-                                      for a, q_at in zip(anneal, q)]
-    if "q_learned_iter_s" in metrics:
-        flags["s_q_before_p"] = [float(q < p) for q, p in zip(metrics["q_learned_iter_s"],
-                                                                metrics["p_learned_iter_s"])]
-    return flags
-
-
-def gap_sentence(metrics: dict, name: str, low: str, high: str) -> str:
-    """Is `name`_`low` below `name`_`high` by more than twice the combined standard error?"""
-    a, b = (np.asarray(metrics[f"{name}_{m}"]["per_seed"], dtype=float) for m in (low, high))
+def gap_sentence(records: Records, quantity: str, low: str, high: str) -> str:
+    """Is `quantity` of method `low` below that of `high` by more than twice the combined
+    standard error?"""
+    a, b = (np.asarray(records.metric(quantity, m)["per_seed"], dtype=float) for m in (low, high))
     combined = math.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size) if a.size > 1 else math.nan
     paired = np.std(b - a, ddof=1) / math.sqrt(a.size) if a.size > 1 else math.nan
     diff = b.mean() - a.mean()
     verdict = "a gap" if diff > 2 * combined else "no gap beyond 2 standard errors"
-    return (f"{name}: {high} - {low} = {fmt(diff)} (combined s.e. {fmt(combined)}, paired s.e. "
+    return (f"{quantity}: {high} - {low} = {fmt(diff)} (combined s.e. {fmt(combined)}, paired s.e. "
             f"{fmt(paired)}, {a.size} seeds): {verdict}.")
 
 
@@ -132,40 +69,48 @@ class TheoryOrder(Recipe):
             claims["s_q_before_p"] = PaperValue(1.0, "Lemma 5.2: S memorizes Q first", "≈")
         return claims
 
-    def run(self, ctx) -> dict[str, list[float]]:
-        metrics = _simulate(ctx, ctx.config, ctx.load_state(), ctx.save_state)
-        return {**metrics, **learning_order_flags(metrics, ctx.config.learned_err, ctx.config.steps)}
+    def run(self, ctx) -> dict[Metric, list[float]]:
+        """One unit of work: every method and seed in one batched simulation."""
+        from lrorder.theory import experiment as ex
+
+        c: TheoryConfig = ctx.config
+        final = ctx.each({"simulation": c}, lambda config, partial: ex.simulate(ctx, config, partial))
+        if final["simulation"] is None:
+            return {}
+        metrics = ex.figures_of_merit(c, ex.Progress.from_plain(final["simulation"]))
+        return {**metrics, **ex.learning_order_flags(metrics, c.learned_err, c.steps)}
 
     def draw(self, records: Records, figure_dir: Path) -> None:
+        from lrorder.theory import plots
+
         methods = records.config["config"]["methods"]
         plots.learning_order(records, methods, figure_dir / "learning_order.png")
-        if records.summary and records.summary["metrics"]:
+        if records.summary:  # a diverged run's figure says so
             plots.final_errors(records, methods, figure_dir / "final_errors.png")
 
     def discuss(self, records: Records) -> list[str]:
-        metrics = records.summary["metrics"]
         methods = records.config["config"]["methods"]
-        if not metrics:
+        if not records.summary["metrics"]:
             return []
-        means = records.means()
 
-        def mean(name: str) -> str:  # runs recorded before a metric existed lack it
-            return fmt(means.get(name))
+        def mean(quantity: str, method: str | None = None) -> str:  # older runs may lack a metric
+            return fmt((records.metric(quantity, method) or {}).get("mean"))
 
         lines = []
-        if "ls_p_before_q" in metrics:
-            lines.append(f"L-S has learned P but not Q when it anneals in {mean('ls_p_before_q')} of the "
-                         f"seeds (anneal at iteration {mean('anneal_iter_ls')}; V-part error on Q then "
-                         f"{mean('v_on_q_err_at_anneal_ls')}, over the second half of the large-LR phase "
-                         f"{mean('v_on_q_err_before_anneal_ls')}) and learns Q after the anneal in "
-                         f"{mean('ls_q_after_anneal')}.")
-        if "s_q_before_p" in metrics:
-            lines.append(f"S learns Q before P in {mean('s_q_before_p')} of the seeds (Q at "
-                         f"{mean('q_learned_iter_s')}, P at {mean('p_learned_iter_s')} iterations; "
-                         "censored after the last).")
+        if records.metric("ls_p_before_q"):
+            lines.append(f"L-S has learned P but not Q when it anneals in "
+                         f"{seed_share(records, 'ls_p_before_q')} (anneal at iteration "
+                         f"{mean('anneal_iter', 'ls')}; V-part error on Q then "
+                         f"{mean('v_on_q_err_at_anneal', 'ls')}, over the second half of the large-LR "
+                         f"phase {mean('v_on_q_err_before_anneal', 'ls')}) and learns Q after the anneal in "
+                         f"{seed_share(records, 'ls_q_after_anneal')}.")
+        if records.metric("s_q_before_p"):
+            lines.append(f"S learns Q before P in {seed_share(records, 's_q_before_p')} (Q at "
+                         f"{mean('q_learned_iter', 's')}, P at {mean('p_learned_iter', 's')} iterations, "
+                         "means over seeds; censored after the last).")
         for low, high in (("ls", "s"), ("ls", "s_noise"), ("s_noise", "s")):
             if low in methods and high in methods:
-                lines += [gap_sentence(metrics, name, low, high) for name in ("p_only_err", "test_err")]
+                lines += [gap_sentence(records, name, low, high) for name in ("p_only_err", "test_err")]
         return lines
 
 
@@ -182,19 +127,6 @@ class TheoryConv(TheoryOrder):
     default_seeds = 5
 
 
-@dataclasses.dataclass(frozen=True)
-class ScalingConfig(TheoryConfig):
-    kappas: tuple[float, ...] = param((0.2, 0.3, 0.45), "values of kappa: each sets N = d/kappa^2 and "
-                                      "p0 = kappa^2/2 (Assumption 3.3)", check=each(between(1e-3, 1.0)))
-    methods: tuple[str, ...] = param(("ls", "s"), "methods to run, of ls, s, s_noise")
-
-    def problems(self) -> list[str]:
-        """The base config's checks, at every kappa of the sweep (each sets N and p0)."""
-        found = [p for kappa in self.kappas for p in TheoryConfig.problems(
-            dataclasses.replace(self, kappa=kappa, n_train=None, p0=None))]
-        return list(dict.fromkeys(found))
-
-
 @register
 class TheoryScaling(Recipe):
     name = "theory-scaling"
@@ -207,49 +139,42 @@ class TheoryScaling(Recipe):
     cost = {"quick": "~1 min CPU (5 seeds)", "full": "~10 min CPU (5 seeds, estimated)"}
     default_seeds = 5
 
-    def run(self, ctx) -> dict[str, list[float]]:
-        """One simulation per kappa; a resume point records the finished kappas and the current one."""
-        done = ctx.load_state() or {"finished": {}, "current": None}
+    def run(self, ctx) -> dict[Metric, list[float]]:
+        """One unit of work per kappa, each a batched simulation of every method and seed."""
+        from lrorder.theory import experiment as ex
+
         c: ScalingConfig = ctx.config
-        for kappa in c.kappas:
-            if kappa in done["finished"]:
-                continue
-            config = dataclasses.replace(c, kappa=kappa, n_train=None, p0=None)
-
-            def save(progress, kappa=kappa):
-                ctx.save_state({**done, "current": (kappa, progress)})
-
-            current = done["current"]
-            resumed = current[1] if current and current[0] == kappa else None
-            metrics = _simulate(_Tagged(ctx, kappa), config, resumed, save)
-            done["finished"][kappa] = metrics
-            done["current"] = None
-            ctx.save_state(done)
-        return {f"{name}_kappa{kappa:g}": values for kappa, metrics in done["finished"].items()
-                for name, values in metrics.items() if name.startswith(("test_err", "p_only_err"))}
+        configs = {f"kappa {kappa:g}": (kappa, config) for kappa, config in zip(c.kappas, c.at_kappas())}
+        finals = ctx.each(configs, lambda unit, partial: ex.simulate(ctx, unit[1], partial, kappa=unit[0]))
+        metrics = {}
+        for name, (kappa, config) in configs.items():
+            if finals[name] is not None:
+                metrics.update({metric: values for metric, values in ex.figures_of_merit(
+                    config, ex.Progress.from_plain(finals[name]), kappa).items()
+                    if metric.quantity in ("test_err", "p_only_err")})
+        return metrics
 
     def draw(self, records: Records, figure_dir: Path) -> None:
-        if not records.summary:
-            return
-        kappas = np.array(records.config["config"]["kappas"])
-        metrics = records.summary["metrics"]
+        from lrorder.theory import plots
 
-        def per_seed(name: str) -> np.ndarray:  # [seeds, kappas]
-            return np.array([metrics[f"{name}_kappa{k:g}"]["per_seed"] for k in kappas], dtype=float).T
+        plots.ratio_vs_kappa(records, figure_dir / "ratio_vs_kappa.png")
 
-        errors = {name: (per_seed(f"{name}_s"), per_seed(f"{name}_ls"))
-                  for name in ("test_err", "p_only_err")}
-        plots.scaling(kappas, errors, figure_dir / "ratio_vs_kappa.png")
-
-
-class _Tagged:
-    """A run context whose logged points carry `kappa`, so one metrics.jsonl holds every kappa."""
-
-    def __init__(self, ctx, kappa: float):
-        self._ctx, self._kappa = ctx, kappa
-
-    def __getattr__(self, name):
-        return getattr(self._ctx, name)
-
-    def log(self, **values) -> None:
-        self._ctx.log(kappa=self._kappa, **values)
+    def discuss(self, records: Records) -> list[str]:
+        if not records.summary["metrics"]:
+            return []
+        kappas = records.config["config"]["kappas"]
+        lines = []
+        for quantity, words in (("test_err", "Test error"), ("p_only_err", "P-only test error")):
+            cells = []
+            for kappa in sorted(kappas):
+                ls, s = (records.metric(quantity, m, kappa=kappa) for m in ("ls", "s"))
+                if ls is None or s is None:  # this kappa diverged
+                    cells.append(f"kappa {kappa:g}: diverged")
+                    continue
+                ratio = s["mean"] / ls["mean"] if ls["mean"] else math.nan
+                cells.append(f"kappa {kappa:g}: L-S {fmt(ls['mean'])}, S {fmt(s['mean'])} "
+                             f"(S / L-S {fmt(ratio)})")
+            lines.append(f"{words} (means over {len(records.summary['seeds'])} seeds): " + "; ".join(cells)
+                         + ". Theorems 3.4-3.5 predict S / L-S = Omega(1/kappa): the ratio should grow "
+                         "as kappa falls.")
+        return lines

@@ -7,13 +7,12 @@ FLOPs are counted by torch's FlopCounterMode on one forward and backward pass, s
 measured work over measured time; a stacked step of M models does M models' work and counts M
 times the images. The projected wall time of a full recipe is its training steps times the
 measured time per model-step (evaluation excluded; `--epoch-images` measures a whole epoch).
-Entry points: `add_arguments` and `command` (for `lrorder bench train-step`) and
-benchmarks/bench_train_step.py (`cli_main`).
+Run it as `lrorder bench train-step` (declared in `lrorder.vision.verbs`) or
+benchmarks/bench_train_step.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 
@@ -179,68 +178,3 @@ def run(depth: int, widen: int, batch: int, steps: int, warmup: int, device: str
                                      for recipe, (methods, epochs) in RECIPES.items()}})
     return rows
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `lrorder bench train-step`; without CUDA the defaults shrink to WRN-10-1
-    so that the CPU run takes seconds."""
-    cuda = torch.cuda.is_available()
-    parser.add_argument("--depth", type=int, default=16 if cuda else 10)
-    parser.add_argument("--widen", type=int, default=10 if cuda else 1)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20 if cuda else 4,
-                        help="timed steps per path in each of --rounds alternating rounds")
-    parser.add_argument("--rounds", type=int, default=5 if cuda else 3)
-    parser.add_argument("--warmup", type=int, default=10 if cuda else 2, help="untimed steps first")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if cuda else "cpu")
-    parser.add_argument("--epoch-images", type=int, default=50_000 if cuda else 0,
-                        help="also time one whole patch-experiment epoch on this many training "
-                             "images (0: skip; default 50,000 with CUDA)")
-
-
-def command(args: argparse.Namespace) -> None:
-    """Print every path's speed, its ratio to the released code's step per image, and the
-    projected training time of the full recipes."""
-    if args.device == "cuda":
-        torch.backends.cudnn.benchmark = True
-    rows = run(args.depth, args.widen, args.batch, args.steps, args.warmup, args.device, args.rounds)
-    name = (torch.cuda.get_device_name() if args.device == "cuda"
-            else f"CPU, {torch.get_num_threads()} threads (not a GPU: the bf16 peak is no bound here)")
-    print(f"WRN-{args.depth}-{args.widen}, batch {args.batch} per model, median of {args.rounds} rounds "
-          f"of {args.steps} steps on {name}")
-    base = rows[0]["images_per_s"]
-    print(f"  {'path':<46} {'ms/step':>9} {'img/s':>9} {'TFLOP/s':>9} {'of peak':>8} {'ratio':>6}"
-          + "".join(f" {recipe:>13}" for recipe in RECIPES))
-    for row in rows:
-        print(f"  {row['path']:<46} {row['ms_per_step']:9.2f} {row['images_per_s']:9.0f} "
-              f"{row['tflops']:9.3f} {row['tflops'] / PEAK_TFLOPS:8.2%} {row['images_per_s'] / base:5.2f}x"
-              + "".join(f" {_minutes(row['projected_s'][recipe]):>13}" for recipe in RECIPES))
-    sizes = ", ".join(f"{recipe}: {m} x {e} epochs" for recipe, (m, e) in RECIPES.items())
-    print(f"  img/s and TFLOP/s count every model of a stacked step; 'of peak' is of {PEAK_TFLOPS:.0f} "
-          "TFLOP/s (H100 dense bf16); ratio is img/s over the released code's; the recipe columns are "
-          f"projected training wall times of the full recipes' steps ({sizes} of {TRAIN_IMAGES} "
-          f"images) for the WRN-{args.depth}-{args.widen} above, evaluation excluded")
-    if args.epoch_images > 0:
-        for fast in (False, True):
-            train_s, eval_s = epoch_seconds(args.depth, args.widen, args.batch, args.epoch_images,
-                                            args.device, fast)
-            what = "fast path, 3 methods stacked" if fast else "plain trainer, 1 method"
-            print(f"one patch-experiment epoch ({what}, {args.epoch_images} training images, the three "
-                  f"evaluations): train {train_s:.2f} s + eval {eval_s:.2f} s = {train_s + eval_s:.2f} s")
-            if args.epoch_images == TRAIN_IMAGES and (args.depth, args.widen) == (16, 10):
-                per_method = (train_s + eval_s) / (3 if fast else 1)
-                print(f"  {RELEASED_EPOCH_S / per_method:.2f}x faster per method than the released "
-                      f"code's {RELEASED_EPOCH_S} s on an H100 (reference file); projected with "
-                      "evaluation: " + ", ".join(f"{recipe} {_minutes(m * e * per_method)}"
-                                                 for recipe, (m, e) in RECIPES.items()))
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
-
-
-def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bench_train_step", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    command(parser.parse_args(argv))
-    return 0

@@ -9,13 +9,15 @@ import numpy as np
 
 from lrorder.core import figures
 from lrorder.core.rundir import Records
+from lrorder.vision.config import LABELS
 from lrorder.vision.schedules import milestones
 
-LABELS = {"large": "large LR + anneal", "small": "small LR", "small_noise": "small LR + noise"}
+LEGEND = {"fontsize": 9, "framealpha": 0.9}
 
 
 def per_epoch(records: Records, method: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Epochs 1..E and the (seeds, E) values of `key` for `method`; NaN where a seed has none."""
+    """The epochs of 1..E some seed logged `key` in (an arm that diverged stops early) and the
+    (seeds, epochs) values of `key` for `method`; NaN where a seed has none."""
     seeds = records.config["seeds"]
     epochs = np.arange(1, records.config["config"]["epochs"] + 1)
     values = np.full((len(seeds), len(epochs)), np.nan)
@@ -23,7 +25,8 @@ def per_epoch(records: Records, method: str, key: str) -> tuple[np.ndarray, np.n
         for point in records.series(seed=seed, method=method):
             if key in point and point[key] is not None:
                 values[row, point["epoch"] - 1] = point[key]
-    return epochs, values
+    reached = ~np.isnan(values).all(axis=0)
+    return epochs[reached], values[:, reached]
 
 
 def logged_methods(records: Records, methods: Sequence[str]) -> list[str]:
@@ -33,7 +36,7 @@ def logged_methods(records: Records, methods: Sequence[str]) -> list[str]:
 def figure1(records: Records, out: Path) -> None:
     """Figure 1: train and validation accuracy per epoch, large (0.1) vs small (0.01) LR."""
     methods = logged_methods(records, ("large", "small"))
-    if not methods:
+    if not methods and not figures.diverged(records.summary):
         return
     fig, axes = figures.figure(width=6.0)
     ax = axes[0][0]
@@ -45,14 +48,15 @@ def figure1(records: Records, out: Path) -> None:
     _mark_anneals(ax, records.config["config"]["lr_schedule"], records.config["config"]["epochs"])
     ax.set(xlabel="epoch", ylabel="accuracy (%)",
            title="Figure 1: large LR generalizes better after the anneal")
-    ax.legend(fontsize=8)
+    ax.legend(**LEGEND)
+    figures.mark_diverged(fig, records.summary, empty=[] if methods else [ax])
     figures.save(fig, out)
 
 
 def figure3(records: Records, out: Path, anneal: int) -> None:
     """Figure 3: clean and patch-only validation accuracy per epoch, anneal epoch marked."""
     methods = logged_methods(records, ("large", "small", "small_noise"))
-    if not methods:
+    if not methods and not figures.diverged(records.summary):
         return
     fig, axes = figures.figure(columns=2)
     for ax, key, title in zip(axes[0], ("clean_acc", "patch_acc"),
@@ -63,7 +67,8 @@ def figure3(records: Records, out: Path, anneal: int) -> None:
         ax.axvline(anneal, color="k", linestyle=":", linewidth=1, label=f"anneal (epoch {anneal})")
         ax.set(xlabel="epoch", ylabel="accuracy (%)", title=f"Figure 3: {title}")
     axes[0][1].axhline(10, color="grey", linewidth=0.8, linestyle="--", label="chance")
-    axes[0][1].legend(fontsize=8)
+    axes[0][1].legend(**LEGEND)
+    figures.mark_diverged(fig, records.summary, empty=[] if methods else list(axes[0]))
     figures.save(fig, out)
 
 

@@ -23,7 +23,16 @@ import torch
 import torch.nn.functional as F
 
 from lrorder.vision.loader import ImageSet
-from lrorder.vision.trainer import EVAL_BATCH, Method, Optimisation, autocast, seeded_generators, sync
+from lrorder.vision.trainer import (
+    EVAL_BATCH,
+    Method,
+    Optimisation,
+    Precision,
+    autocast,
+    resolve_precision,
+    seeded_generators,
+    sync,
+)
 from lrorder.vision.wrn import WideResNet
 
 GRAPH_WARMUP = 3  # eager steps before capture: cuDNN picks its kernels, autograd allocates its state
@@ -107,12 +116,14 @@ class NesterovSGD:
 class StackedTrainer:
     """`Trainer` for M models with M methods on one training set, in one network. `run_epoch`
     returns one record per model, with the fields of `Trainer.run_epoch` (the seconds are the
-    group's); state dicts resume exactly."""
+    group's); state dicts resume exactly. `precision` as `Trainer`'s."""
 
     def __init__(self, models: Sequence[WideResNet], methods: Sequence[Method], optim: Optimisation,
                  train: ImageSet, evals: Mapping[str, ImageSet], seed: int, device: str,
-                 graph: bool = False):
+                 graph: bool = False, precision: Precision | None = None):
         self.cuda = device.startswith("cuda")
+        self.device = device
+        self.precision, self.layout = resolve_precision(device, precision)
         torch.backends.cudnn.benchmark = self.cuda
         self.methods, self.optim, self.train_set, self.evals = list(methods), optim, train, evals
         self.generators = seeded_generators(seed, device)
@@ -123,8 +134,7 @@ class StackedTrainer:
         self.noise = StackedNoise(torch.zeros(count, device=device), self.noise_generators)
         model = WideResNet(**models[0].arch, noise=self.noise, models=count)
         model.load_state_dict(stack_states([m.state_dict() for m in models]))
-        layout = torch.channels_last if self.cuda else torch.contiguous_format
-        self.model = model.to(device, memory_format=layout)
+        self.model = model.to(device, memory_format=self.layout)
         self.optimizer = NesterovSGD(list(self.model.parameters()), torch.zeros(count, device=device),
                                      optim.momentum, optim.weight_decay)
         self.graph = torch.cuda.CUDAGraph() if graph and self.cuda else None
@@ -135,8 +145,8 @@ class StackedTrainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One SGD step of every model; returns (2, M): summed loss and hits, left on the device."""
-        with autocast(self.cuda, cache=self.graph is None):
-            logits = self.model(x)
+        with autocast(self.device, self.precision, cache=self.graph is None):
+            logits = self.model(x.contiguous(memory_format=self.layout))
             losses = _cross_entropy(logits, y).mean(0)
         self.optimizer.zero_grad()
         losses.sum().backward()
@@ -204,8 +214,8 @@ class StackedTrainer:
         for name, images in self.evals.items():
             totals = torch.zeros(2, len(self.methods), device=self.optimizer.lr.device)
             for x, y in images.batches(EVAL_BATCH[self.cuda], self.generators["eval"], shuffle=False):
-                with autocast(self.cuda):
-                    logits = self.model(x)
+                with autocast(self.device, self.precision):
+                    logits = self.model(x.contiguous(memory_format=self.layout))
                 hits = (logits.argmax(2) == y[:, None]).sum(0).float()
                 totals += torch.stack([_cross_entropy(logits.float(), y).sum(0), hits])
             for record, loss, hit in zip(records, *totals.tolist()):
