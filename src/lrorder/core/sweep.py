@@ -13,17 +13,13 @@ which die with the sweep process, or as Ray tasks (`ray`); both call `run_point`
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import hashlib
 import itertools
 import json
 import os
-import signal
 import socket
 import sys
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -32,13 +28,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lrorder.core import config as cfg
-from lrorder.core import rundir
+from lrorder.core import rundir, workers
 from lrorder.core.errors import UserError
 from lrorder.core.recipe import get_recipe, profile_values
 
 SWEEP = "sweep.json"
 BACKENDS = ("local", "ray")
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
@@ -211,30 +206,10 @@ def status_of(sweep: Path, run: Mapping[str, Any]) -> str:
     return summary["status"] if summary else "pending"
 
 
-def _die_with(parent: int) -> None:
-    """Worker initializer: the worker ends when the sweep process does, even by kill -9, so no
-    orphan keeps computing, holding a run's lock and the multiprocessing resource tracker."""
-    if sys.platform == "linux":  # the kernel sends SIGKILL when the parent exits
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    else:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    if os.getppid() != parent:  # it died before the line above
-        os._exit(1)
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
-
-
 def _local(runs: list[dict], max_parallel: int, device: str) -> Iterator[dict[str, Any]]:
     import concurrent.futures
-    import multiprocessing
 
-    context = multiprocessing.get_context("spawn")  # torch is not fork-safe
-    with concurrent.futures.ProcessPoolExecutor(max_parallel, mp_context=context, initializer=_die_with,
-                                                initargs=(os.getpid(),)) as pool:
+    with workers.pool(max_parallel, threads=max(1, (os.cpu_count() or 1) // max_parallel)) as pool:
         futures = [pool.submit(run_point, run, device) for run in runs]
         for future in concurrent.futures.as_completed(futures):
             yield future.result()

@@ -16,6 +16,7 @@ epoch by epoch, every arm of the group in turn.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
@@ -105,11 +106,24 @@ def run_arms(ctx, config: VisionConfig, arms: list[Arm], patched: bool) -> list[
             built.update(seed=seed, setting=setting, initial=initial)
         return _train_group(ctx, config, group, built["setting"], built["initial"], seed, partial)
 
-    results = ctx.each(units, train)
+    with cudnn_autotune(ctx.device):
+        results = ctx.each(units, train)
     histories: list[dict[str, History]] = [{} for _ in ctx.seeds]
     for (seed, _), result in zip(units.values(), results.values()):
         histories[ctx.seeds.index(seed)].update(result)
     return histories
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: str):
+    """Let cuDNN pick its fastest kernels for a run's fixed shapes, for the run only (the
+    setting is process-wide: a constructor must not leave it changed)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.startswith("cuda")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _groups(arms: list[Arm], fast: bool) -> list[list[Arm]]:

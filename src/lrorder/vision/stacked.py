@@ -124,7 +124,6 @@ class StackedTrainer:
         self.cuda = device.startswith("cuda")
         self.device = device
         self.precision, self.layout = resolve_precision(device, precision)
-        torch.backends.cudnn.benchmark = self.cuda
         self.methods, self.optim, self.train_set, self.evals = list(methods), optim, train, evals
         self.generators = seeded_generators(seed, device)
         noise_state = self.generators.pop("noise").get_state()  # each noisy model gets a copy

@@ -86,7 +86,8 @@ def autocast(device: str, precision: Precision, cache: bool = True):
 
 def seeded_generators(seed: int, device: str) -> dict[str, torch.Generator]:
     """One generator per random stream, seeded from the seed alone, so every arm of a seed sees
-    the same batches, patch draws, noise maps and evaluation draws (as in the released code)."""
+    the same batches, patch draws, noise maps and evaluation draws: a paired design, better for
+    comparing arms (the released code draws a new initialization and batch order per model)."""
     return {name: torch.Generator(device).manual_seed(seed * 1000 + i)
             for i, name in enumerate(("data", "noise", "eval"))}
 
@@ -106,7 +107,6 @@ class Trainer:
         self.cuda = device.startswith("cuda")
         self.device = device
         self.precision, self.layout = resolve_precision(device, precision)
-        torch.backends.cudnn.benchmark = self.cuda  # fixed shapes: let cuDNN pick its fastest kernels
         self.model = model.to(device, memory_format=self.layout)
         self.method, self.optim, self.train_set, self.evals = method, optim, train, evals
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=method.lr0,
