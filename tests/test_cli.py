@@ -513,3 +513,23 @@ def test_reproduce_on_a_device_that_is_not_here_fails_before_running_anything(tm
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert cli("reproduce", "--device", "cuda", "--out", tmp_path / "all") == 2
     assert "no CUDA device is visible" in capsys.readouterr().err and not (tmp_path / "all").exists()
+
+
+def test_reproduce_in_worker_processes_gives_the_same_runs(tmp_path, capsys, monkeypatch, cli):
+    convex = {k: v for k, v in registry.all_recipes().items() if k.startswith("convex")}
+    monkeypatch.setattr("lrorder.cli.reproduce.all_recipes", lambda: convex)
+    assert cli("reproduce", "--jobs", 2, "--out", tmp_path / "two") == 0
+    assert cli("reproduce", "--out", tmp_path / "one") == 0
+    for name in convex:
+        two, one = (stored(tmp_path / d / name, "summary.json")["metrics"] for d in ("two", "one"))
+        assert {k: v for k, v in two.items() if k != "solve_seconds"} == {
+            k: v for k, v in one.items() if k != "solve_seconds"}
+    assert "draws solved" in (tmp_path / "two" / "convex-claim1.log").read_text()  # a worker's output
+    assert "wall time per recipe:" in capsys.readouterr().out
+    assert cli("reproduce", "--jobs", 0, "--out", tmp_path / "zero") == 2
+
+
+def test_an_unknown_recipe_lists_the_recipes_not_config_keys(cli, capsys):
+    assert cli("show", "zzz") == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'zzz' (known recipes: cifar-patch," in err and "config key" not in err

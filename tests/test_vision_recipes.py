@@ -287,3 +287,30 @@ def test_precision_is_recorded_and_fp32_checks_a_bf16_run(tmp_path, data_dir):
         assert json.loads((out / "config.json").read_text())["config"]["precision"] == precision
         losses[precision] = records(out)[1][0]["train_loss"]
     assert losses["bf16"] != losses["fp32"] and losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+
+
+def test_reproduce_on_a_machine_without_data_downloads_it_and_runs(tmp_path, monkeypatch, archive_server,
+                                                                   cifar_from, no_shared_copies):
+    """The README's first command on a fresh machine with network (a local server stands in for
+    the host): the data set is fetched once, then the CIFAR-10 recipes run at the quick profile."""
+    cifar_from(archive_server.url, hashlib.md5(archive_server.payload).hexdigest())
+    recipes = {"cifar-patch-control": get_recipe("cifar-patch-control")}
+    monkeypatch.setattr("lrorder.cli.reproduce.all_recipes", lambda: recipes)
+    assert run("reproduce", "--out", tmp_path / "all", "--data-dir", tmp_path / "data") == 0
+    assert "[cifar-patch-control](cifar-patch-control/report.md): complete" in (
+        tmp_path / "all" / "index.md").read_text()
+    assert archive_server.ranges == [0]  # one download
+
+
+def test_a_corrupt_data_set_leaves_no_run_directory_and_skips_only_its_recipe(tmp_path, capsys, monkeypatch,
+                                                                              fake_cifar, no_shared_copies):
+    (fake_cifar(tmp_path / "data") / "data_batch_2").write_bytes(b"")
+    out = tmp_path / "run"
+    assert run("run", "cifar-table1", "--out", out, "--data-dir", tmp_path / "data") == 2
+    assert "truncated or corrupt" in capsys.readouterr().err and not out.exists()
+    recipes = {name: get_recipe(name) for name in ("cifar-table1", "convex-lemma2")}
+    monkeypatch.setattr("lrorder.cli.reproduce.all_recipes", lambda: recipes)
+    assert run("reproduce", "--out", tmp_path / "all", "--data-dir", tmp_path / "data") == 0
+    index = (tmp_path / "all" / "index.md").read_text()
+    assert "## cifar-table1: skipped" in index and "truncated or corrupt" in index
+    assert "[convex-lemma2](convex-lemma2/report.md): complete" in index
