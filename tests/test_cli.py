@@ -445,6 +445,7 @@ def test_bench_train_step_prints_every_path(capsys, cli):
     assert out.startswith("WRN-10-1, batch 4 per model, median of 1 rounds of 1 steps on CPU")
     for path in ("plain fp32 eager (released code)", "plain trainer", "fast: 3 methods stacked, eager"):
         assert path in out
+    assert all(word in out for word in ("TFLOP/s", "of peak", "ratio", "cifar-patch", "cifar-table1"))
 
 
 def verb_parsers(parser, prefix=()):

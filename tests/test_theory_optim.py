@@ -22,12 +22,6 @@ def trainer(methods, tau0=0.5, lam=0.01, tau_xi=None, n=30):
     return run, run.start(model.init_weights(arch, len(methods), tau0, gen)), train
 
 
-def test_tau_xi_solves_the_stationarity_condition():
-    tau0, eta1, lam = 0.4, 1.0, 100**-1.25
-    tau_xi = optim.stationary_tau_xi(tau0, eta1, lam)
-    assert (1 - eta1 * lam) ** 2 * tau0**2 + eta1**2 * tau_xi**2 == pytest.approx(tau0**2, rel=1e-12)
-
-
 def test_noise_alone_keeps_the_weights_at_the_initial_scale():
     """Assumption 3.1: with no loss gradient, the weight-decay + noise recursion leaves U_t ~ N(0, tau0^2)."""
     tau0, eta1, lam = 0.4, 0.5, 0.2

@@ -85,7 +85,7 @@ class TheoryOrder(Recipe):
 
         methods = records.config["config"]["methods"]
         plots.learning_order(records, methods, figure_dir / "learning_order.png")
-        if records.summary:  # a diverged run's figure says so
+        if records.summary and records.summary["metrics"]:
             plots.final_errors(records, methods, figure_dir / "final_errors.png")
 
     def discuss(self, records: Records) -> list[str]:
