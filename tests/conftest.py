@@ -120,3 +120,26 @@ def cifar_from(monkeypatch):
         monkeypatch.setenv(data.URL_ENV, url)
         monkeypatch.setenv(data.MD5_ENV, md5)
     return point
+
+
+@pytest.fixture(scope="session")
+def tiny_sets():
+    """`tiny_sets(n, device)`: a tiny patched training set and the three validation sets."""
+    return _tiny_sets
+
+
+def _tiny_sets(n=96, device="cpu"):
+    import torch
+
+    from lrorder.vision.loader import ImageSet
+    from lrorder.vision.patch import PatchRule, patchable_mask
+
+    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)
+    rule = PatchRule.draw(3, 10, generator)
+    clean = ImageSet.from_arrays("clean", rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
+                                 rng.integers(0, 10, n), (0.5,) * 3, (0.25,) * 3, device,
+                                 channels_last=device == "cuda")
+    train = clean.with_patch("train", rule, patchable_mask(n, generator))
+    evals = {"clean": clean, "mixed": train, "patch": ImageSet.blank("patch", train, 50)}
+    return train, evals

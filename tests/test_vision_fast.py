@@ -14,7 +14,6 @@ import torch
 from lrorder.vision.stacked import NesterovSGD, StackedTrainer, stack_states, unstack_state
 from lrorder.vision.trainer import Method, Optimisation, Trainer
 from lrorder.vision.wrn import WideResNet
-from test_vision_trainer import tiny_sets
 
 # three methods with different learning rates, schedules and noise
 METHODS = [Method("large", 0.1, "2:0.04"),
@@ -32,8 +31,15 @@ def models():
     return nets
 
 
-def both_paths(epochs=2):
-    train, evals = tiny_sets()
+@pytest.fixture
+def both_paths(tiny_sets):
+    """`both_paths(epochs)`: three plain fp32 Trainers and one StackedTrainer of the same models."""
+    def make(epochs=2):
+        return _both_paths(*tiny_sets(), epochs)
+    return make
+
+
+def _both_paths(train, evals, epochs):
     optim = Optimisation(epochs, batch_size=40)
     plain = [Trainer(net, method, optim, train, evals, 0, "cpu", "fp32")
              for net, method in zip(models(), METHODS)]
@@ -95,7 +101,7 @@ def precision(request):
     torch.set_num_threads(threads)
 
 
-def test_every_step_has_each_models_own_loss_and_the_final_state_matches(precision):
+def test_every_step_has_each_models_own_loss_and_the_final_state_matches(both_paths, precision):
     dtype, steps, tolerance = precision
     plain, stacked = both_paths()
     generator = torch.Generator().manual_seed(5)
@@ -118,7 +124,7 @@ def test_every_step_has_each_models_own_loss_and_the_final_state_matches(precisi
             torch.testing.assert_close(state[key], value, **tolerance, msg=key)
 
 
-def test_epochs_log_the_same_records_as_the_plain_trainer():
+def test_epochs_log_the_same_records_as_the_plain_trainer(both_paths):
     plain, stacked = both_paths()
     for _ in range(2):
         fast = stacked.run_epoch()
@@ -133,7 +139,7 @@ def test_epochs_log_the_same_records_as_the_plain_trainer():
             torch.testing.assert_close(state[key], trainer.model.state_dict()[key], **TOL)
 
 
-def test_resume_of_a_stacked_trainer_is_exact():
+def test_resume_of_a_stacked_trainer_is_exact(both_paths):
     _, straight = both_paths(epochs=3)
     records = [straight.run_epoch() for _ in range(3)]
     _, first = both_paths(epochs=3)
@@ -148,8 +154,8 @@ def test_resume_of_a_stacked_trainer_is_exact():
     assert [[{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rs] for rs in tail] == strip
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_a_cuda_graph_replays_the_eager_step_and_resumes():
+@pytest.mark.gpu
+def test_a_cuda_graph_replays_the_eager_step_and_resumes(tiny_sets):
     """10 steps per epoch: 3 eager warm-up steps, the capture, replays, an eager partial batch."""
     train, evals = tiny_sets(n=390, device="cuda")
     optim = Optimisation(3, batch_size=40)
@@ -168,9 +174,8 @@ def test_a_cuda_graph_replays_the_eager_step_and_resumes():
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-2)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))])
-def test_a_diverging_model_leaves_the_others_untouched(device):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_a_diverging_model_leaves_the_others_untouched(tiny_sets, device):
     """A kernel that mixed the models (a block-diagonal dense conv would: NaN * 0 = NaN) fails this."""
     train, evals = tiny_sets(device=device)
     optim = Optimisation(1, batch_size=40)

@@ -10,34 +10,24 @@ import torch
 import torch.nn.functional as F
 
 from lrorder.vision import experiment
-from lrorder.vision.loader import ImageSet
-from lrorder.vision.patch import PatchRule, patchable_mask
 from lrorder.vision.trainer import Method, Optimisation, Trainer
 from lrorder.vision.wrn import WideResNet
 
 NOISY = Method("small_noise", 0.05, "2:0.1", sigma0=0.3, sigma_decay=0.9, sigma_per="iteration")
 
 
-def tiny_sets(n=96, device="cpu"):
-    rng = np.random.default_rng(0)
-    generator = torch.Generator().manual_seed(0)
-    rule = PatchRule.draw(3, 10, generator)
-    clean = ImageSet.from_arrays("clean", rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
-                                 rng.integers(0, 10, n), (0.5,) * 3, (0.25,) * 3, device,
-                                 channels_last=device == "cuda")
-    train = clean.with_patch("train", rule, patchable_mask(n, generator))
-    evals = {"clean": clean, "mixed": train, "patch": ImageSet.blank("patch", train, 50)}
-    return train, evals
+@pytest.fixture
+def trainer(tiny_sets):
+    """`trainer(method, epochs, seed, precision)`: a plain Trainer of WRN-10-1 on the tiny sets."""
+    def make(method=NOISY, epochs=3, seed=0, precision=None):
+        torch.manual_seed(seed)
+        train, evals = tiny_sets()
+        return Trainer(WideResNet(10, 1), method, Optimisation(epochs, batch_size=40), train, evals,
+                       seed, "cpu", precision)
+    return make
 
 
-def trainer(method=NOISY, epochs=3, seed=0, precision=None):
-    torch.manual_seed(seed)
-    train, evals = tiny_sets()
-    return Trainer(WideResNet(10, 1), method, Optimisation(epochs, batch_size=40), train, evals,
-                   seed, "cpu", precision)
-
-
-def test_a_step_is_nesterov_sgd_with_weight_decay():
+def test_a_step_is_nesterov_sgd_with_weight_decay(trainer):
     """The released code's update: the first Nesterov step (momentum 0.9, buffer = gradient) moves
     every parameter by lr (1 + 0.9) (grad + 5e-4 p)."""
     t = trainer(Method("small", 0.05), precision="fp32")
@@ -50,7 +40,7 @@ def test_a_step_is_nesterov_sgd_with_weight_decay():
         torch.testing.assert_close(p.detach(), p0 - 0.05 * 1.9 * (q.grad + 5e-4 * p0), rtol=1e-4, atol=1e-6)
 
 
-def test_an_epoch_logs_what_the_issue_asks_for_and_follows_the_schedules():
+def test_an_epoch_logs_what_the_issue_asks_for_and_follows_the_schedules(trainer):
     t = trainer()
     first, second = t.run_epoch(), t.run_epoch()
     assert set(first) >= {"epoch", "lr", "sigma", "train_loss", "train_acc", "clean_acc", "clean_loss",
@@ -62,7 +52,7 @@ def test_an_epoch_logs_what_the_issue_asks_for_and_follows_the_schedules():
     assert second["sigma"] == pytest.approx(0.3 * 0.9 ** 5)  # sigma has no milestone here
 
 
-def test_resume_from_a_checkpoint_is_exact():
+def test_resume_from_a_checkpoint_is_exact(trainer):
     straight = trainer()
     records = [straight.run_epoch() for _ in range(3)]
     first = trainer()
@@ -79,7 +69,7 @@ def test_resume_from_a_checkpoint_is_exact():
         assert torch.equal(a, b)
 
 
-def test_a_non_finite_loss_stops_with_diverged_and_the_epoch():
+def test_a_non_finite_loss_stops_with_diverged_and_the_epoch(trainer):
     t = trainer(Method("large", 0.1))
     with torch.no_grad():
         t.model.fc.bias.fill_(math.inf)
@@ -87,7 +77,7 @@ def test_a_non_finite_loss_stops_with_diverged_and_the_epoch():
     assert record["diverged"] and record["epoch"] == 1 and "clean_acc" not in record
 
 
-def test_same_seed_same_run_new_seed_new_run():
+def test_same_seed_same_run_new_seed_new_run(trainer):
     a, b, c = trainer(seed=3), trainer(seed=3), trainer(seed=4)
     ra, rb, rc = a.run_epoch(), b.run_epoch(), c.run_epoch()
     assert ra["train_loss"] == rb["train_loss"] != rc["train_loss"]
@@ -109,7 +99,7 @@ def test_control_subset_is_exactly_the_never_patched_images_of_the_patch_setting
     assert set(patch.evals) == {"clean", "mixed", "patch"} and patch.evals["patch"].size == 1000
 
 
-def test_cpu_bf16_is_autocast_in_channels_last_and_fp32_the_contiguous_reference():
+def test_cpu_bf16_is_autocast_in_channels_last_and_fp32_the_contiguous_reference(trainer):
     logits = {}
     for precision in ("bf16", "fp32"):
         t = trainer(precision=precision)
@@ -125,13 +115,13 @@ def test_cpu_bf16_is_autocast_in_channels_last_and_fp32_the_contiguous_reference
     assert not torch.equal(logits["bf16"].float(), logits["fp32"])
 
 
-def test_a_precision_other_than_bf16_or_fp32_is_refused():
+def test_a_precision_other_than_bf16_or_fp32_is_refused(trainer):
     with pytest.raises(ValueError, match="bf16, fp32"):
         trainer(precision="fp16")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_path_uses_bf16_autocast_and_channels_last():
+@pytest.mark.gpu
+def test_cuda_path_uses_bf16_autocast_and_channels_last(tiny_sets):
     torch.manual_seed(0)
     train, evals = tiny_sets(device="cuda")
     t = Trainer(WideResNet(10, 1), NOISY, Optimisation(1), train, evals, 0, "cuda")

@@ -23,10 +23,10 @@ def add(verbs: argparse._SubParsersAction) -> None:
     add_device(everything, default="auto")
     add_data_dir(everything)
     everything.add_argument("--resume", action="store_true", help="continue a killed reproduce in --out")
-    everything.add_argument("--jobs", type=int, default=1,
+    everything.add_argument("--jobs", type=int,
                             help="recipes run at once, each in its own process with its share of the "
-                                 "cores, its output in OUT/RECIPE.log (default 1: on a 2-core CPU two "
-                                 "CIFAR-10 recipes side by side each ran 2.6-3x slower than alone)")
+                                 "cores, its output in OUT/RECIPE.log (default: one per core on the "
+                                 "CPU, 1 with CUDA; 1 runs them in this process)")
     everything.set_defaults(func=command)
 
 
@@ -38,14 +38,15 @@ def command(args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     out = Path(args.out) if args.out else Path("runs") / f"reproduce-{args.profile}-{timestamp()}"
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be >= 1 (got {args.jobs})")
     if rundir.is_busy(out) and not args.resume:
         raise UserError(f"{out} exists and is not empty: pass --resume to continue it, "
                         "or choose another --out")
     recipes = all_recipes()
+    device = "cpu"
     if any(recipe.uses_torch for recipe in recipes.values()):
-        resolve_device(args.device)  # a device that is not here fails before the first recipe runs
+        device = resolve_device(args.device)  # a device that is not here fails before anything runs
     configs = {name: (sets := with_data_dir(recipe, (), args.data_dir),
                       cfg.resolve(recipe.Config, profile_values(recipe, args.profile),
                                   cfg.split_assignments(sets)))
@@ -60,7 +61,8 @@ def command(args: argparse.Namespace) -> None:
     jobs = [(name, out / name, args.profile, configs[name][0], args.device, args.resume)
             for name in recipes if name not in skipped]
     outcomes = {}
-    for name, summary, seconds in _run_all(jobs, args.jobs):
+    parallel = args.jobs or (1 if device != "cpu" else max(1, min(os.cpu_count() or 1, len(jobs))))
+    for name, summary, seconds in _run_all(jobs, parallel):
         outcomes[name] = seconds
         if isinstance(summary, str):  # e.g. a data set found corrupt while loading: this recipe only
             skipped[name] = summary
