@@ -18,7 +18,7 @@ from lrorder.core.report import render
 from lrorder.core.rundir import Records
 from lrorder.theory import plots as theory_plots
 from lrorder.theory.config import ScalingConfig, TheoryConfig
-from lrorder.vision.config import PatchConfig, Table1Config
+from lrorder.vision.config import ControlConfig, PatchConfig, Table1Config
 
 PROBLEM = "ls seed 0: non-finite train loss at iteration 25"
 
@@ -65,10 +65,12 @@ DIVERGED = {  # recipe: (config, metrics its report reads, figures)
     "convex-lemma2": (Lemma2Config(), unmeasured(
         "gf_bound_holds", "annealed_bound_holds", "gf_margin_min", "annealed_margin_min",
         "gf_over_annealed_median"), {"bounds.png", "bound_vs_steps.png"}),
-    "theory-order": (TheoryConfig(), {}, {"learning_order.png"}),
-    "cifar-table1": (Table1Config(), {}, {"figure1_accuracy.png"}),
+    "theory-order": (TheoryConfig(), {}, {"learning_order.png", "mechanism.png"}),
+    "cifar-table1": (Table1Config(), {}, {"figure1_accuracy.png", "test_vs_train_loss.png"}),
     "cifar-patch": (PatchConfig(), {Metric("patch_acc", m, "before_anneal"): [math.nan]
-                                    for m in ("large", "small", "small_noise")}, {"figure3_patch.png"}),
+                                    for m in ("large", "small", "small_noise")},
+                    {"figure3_patch.png", "test_vs_train_loss.png"}),
+    "cifar-patch-control": (ControlConfig(), {}, {"test_vs_train_loss.png"}),
 }
 
 

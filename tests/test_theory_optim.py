@@ -10,7 +10,7 @@ from lrorder.theory import data, model, optim
 D, SEEDS = 10, 4
 
 
-def trainer(methods, tau0=0.5, lam=0.01, tau_xi=None, n=30):
+def trainer(methods, tau0=0.5, lam=0.01, tau_xi=None, n=30, split=False):
     dist = data.Distribution(d=D, r=0.3, p0=0.2, q0=0.4)
     dirs = data.directions(dist, list(range(SEEDS)))
     gen = torch.Generator().manual_seed(0)
@@ -18,7 +18,8 @@ def trainer(methods, tau0=0.5, lam=0.01, tau_xi=None, n=30):
     arch = model.architecture("wv", (5, 5), D, dist.rays(), SEEDS, gen)
     tau_xi = optim.stationary_tau_xi(tau0, methods[0].lrs[0], lam) if tau_xi is None else tau_xi
     noise = [torch.Generator().manual_seed(100 + s) for s in range(SEEDS)]
-    run = optim.Trainer(arch, train, methods, lam, tau_xi, False, noise)
+    p_only = model.Subset.where(train, train.kind == data.P_ONLY) if split else None
+    run = optim.Trainer(arch, train, methods, lam, tau_xi, False, noise, p_only)
     return run, run.start(model.init_weights(arch, len(methods), tau0, gen)), train
 
 
@@ -105,7 +106,7 @@ def test_resume_continues_the_same_noise_stream():
     for _ in range(2):
         run.step(state)
     saved = optim.State(state.step, [w.clone() for w in state.weights], state.phase.clone(),
-                        state.anneal_step.clone(), state.stop_step.clone(), state.rng.clone())
+                        state.anneal_step.clone(), state.stop_step.clone(), state.rng.clone(), [])
     for _ in range(3):
         run.step(state)
     again, _, _ = trainer([ls])
@@ -114,3 +115,26 @@ def test_resume_continues_the_same_noise_stream():
         again.step(saved)
     for a, b in zip(state.weights, saved.weights):
         torch.testing.assert_close(a, b)
+
+
+def test_the_accumulated_signal_is_lemma_52s_sum_of_decayed_gradients():
+    """State.signal is eq. 5.1 with each run's own learning rates, sum_s eta_s prod_{s<j<=t}
+    (1 - eta_j lambda) grad_W L(U_s) restricted to the P-only examples and to the others (1/N
+    normalised), computed here step by step with autograd on the same weights."""
+    lam = 0.05
+    methods = [optim.large_then_small(0.5, 0.05, -10.0, -10.0, anneal_at=3), optim.small(0.05, -10.0)]
+    run, state, train = trainer(methods, lam=lam, split=True)
+    p_only = train.kind == data.P_ONLY
+    assert 0 < int(p_only.sum()) < p_only.numel()
+    expected = [torch.zeros_like(state.weights[0]) for _ in range(2)]
+    for step in range(6):
+        weights = [w.clone().requires_grad_() for w in state.weights]
+        per_example = model.logistic(model.output(run.arch, weights, train), train.y) / train.y.shape[-1]
+        grads = [torch.autograd.grad((per_example * part).sum(), weights[0], retain_graph=True)[0]
+                 for part in (p_only, ~p_only)]
+        lr = torch.tensor([0.5 if step < 3 else 0.05, 0.05])[:, None, None, None]  # L-S anneals at 3
+        expected = [(1 - lr * lam) * e + lr * g for e, g in zip(expected, grads)]
+        run.step(state)
+    for got, want in zip(state.signal, expected):
+        assert float(want.norm()) > 1e-3
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

@@ -38,10 +38,19 @@ def test_theory_order_writes_every_metric_per_method_and_seed(tmp_path):
         assert name in metrics
     assert "anneal_iter_s" not in metrics and "v_on_q_err_before_anneal_s" not in metrics
     assert metrics["anneal_iter_ls"]["per_seed"] == [20.0, 20.0, 20.0]  # the loss rule is out of reach here
-    assert {p.name for p in (out / "figures").iterdir()} == {"learning_order.png", "final_errors.png"}
+    assert {p.name for p in (out / "figures").iterdir()} == {
+        "learning_order.png", "final_errors.png", "mechanism.png", "test_vs_train_loss.png"}
     points = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(points) == 3 * 3 * 7  # seeds x methods x probes, one line each
-    assert {"seed", "method", "step", "v_on_q_err", "w_on_p_err", "lemma42"} <= set(points[0])
+    for seed in range(3):
+        for method in ("ls", "s", "s_noise"):  # every regular probe, then those where the loss fell 3%
+            steps = [p["step"] for p in points if (p["seed"], p["method"]) == (seed, method)]
+            assert steps == sorted(set(steps)) and set(range(0, 61, 10)) <= set(steps)
+    assert any(p["step"] % 10 for p in points if p["method"] == "ls")  # the large LR moves the loss fast
+    assert {"seed", "method", "step", "v_on_q_err", "w_on_p_err", "lemma42", "w_signal_from_q_examples",
+            "w_signal_from_p_only", "w_margin_p_only", "w_alignment"} <= set(points[0])
+    assert metrics["matched_loss"]["mean"] == pytest.approx(max(
+        min(p["train_loss"] for p in points if (p["seed"], p["method"]) == run) for run in
+        {(p["seed"], p["method"]) for p in points}))
 
 
 def test_theory_order_resumes_exactly_after_a_kill(tmp_path, monkeypatch, capsys):
@@ -208,3 +217,8 @@ def test_a_seed_is_the_same_run_whatever_seeds_share_its_batch(tmp_path):
                  "train_loss_s"):
         assert one[name]["per_seed"][0] == pytest.approx(three[name]["per_seed"][2], abs=1e-4)
     assert three["train_loss_s"]["per_seed"][2] != three["train_loss_s"]["per_seed"][1]
+
+    def probes(out, seed):  # a run's own probes: where its loss moved, whoever shares the batch
+        lines = (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+        return [(p["method"], p["step"]) for p in lines if p["seed"] == seed]
+    assert probes(tmp_path / "three", 2) == probes(tmp_path / "one", 2)

@@ -10,6 +10,7 @@ from lrorder.cli import main
 from lrorder.core.config import resolve
 from lrorder.core.recipe import get_recipe, profile_values
 from lrorder.vision import data, experiment
+from lrorder.vision.recipes import RANKED
 from lrorder.vision.stacked import StackedTrainer
 from lrorder.vision.trainer import Method, Trainer
 
@@ -77,6 +78,17 @@ def test_cifar_patch_writes_table2_metrics_and_figure3(patch_run):
     assert [p["sigma"] for p in noisy] == pytest.approx([0.4, 4e-6, 4e-6, 4e-6])
     assert (patch_run / "figures" / "figure3_patch.png").stat().st_size > 10_000
     assert "Patch-only accuracy in the epoch before the anneal" in (patch_run / "report.md").read_text()
+    # every arm read at the lowest train loss all of them reach, in the epoch it first got there
+    matched = summary["metrics"]["matched_loss"]["mean"]
+    assert matched == max(min(p["train_loss"] for p in lines if p["method"] == m) for m in RANKED)
+    for method in RANKED:
+        epoch = summary["metrics"][f"epoch_at_matched_loss_{method}"]["mean"]
+        first = next(p for p in lines if p["method"] == method and p["train_loss"] <= matched)
+        assert epoch == first["epoch"]
+        for kind in ("clean", "mixed", "patch"):
+            assert summary["metrics"][f"{kind}_acc_at_matched_loss_{method}"]["mean"] == first[f"{kind}_acc"]
+    assert (patch_run / "figures" / "test_vs_train_loss.png").stat().st_size > 10_000
+    assert "At the matched train loss" in (patch_run / "report.md").read_text()
 
 
 def without_seconds(lines):
@@ -145,6 +157,10 @@ def test_table1_subset_of_methods_and_figure1(tmp_path, data_dir):
     # at 4 epochs the default anneals (30%, 60%, 75%) fall on epochs 2, 2 and 3
     assert [p["lr"] for p in lines if p["method"] == "large"] == pytest.approx([0.1, 0.004, 0.0008, 0.0008])
     assert (out / "figures" / "figure1_accuracy.png").exists()
+    assert {"matched_loss", "epoch_at_matched_loss_large", "val_acc_at_matched_loss_large",
+            "val_acc_at_matched_loss_small"} <= set(summary["metrics"])
+    assert "val_acc_at_matched_loss_small_noise" not in summary["metrics"]
+    assert (out / "figures" / "test_vs_train_loss.png").exists()
 
 
 def test_diverged_method_is_a_status_not_a_traceback(tmp_path, data_dir, monkeypatch, capsys):
@@ -155,6 +171,8 @@ def test_diverged_method_is_a_status_not_a_traceback(tmp_path, data_dir, monkeyp
     summary, lines = records(out)
     assert summary["status"] == "diverged" and "epoch 1" in summary["problems"][0]
     assert summary["metrics"]["val_acc_full_large"]["mean"] is None and len(lines) == 1
+    assert summary["metrics"]["val_acc_at_matched_loss_full_large"]["mean"] is None
+    assert (out / "figures" / "test_vs_train_loss.png").exists()  # empty, saying it diverged
 
 
 def test_a_diverged_arm_of_a_stacked_group_stops_while_the_others_go_on(tmp_path, data_dir, monkeypatch):
@@ -170,6 +188,11 @@ def test_a_diverged_arm_of_a_stacked_group_stops_while_the_others_go_on(tmp_path
     assert summary["metrics"]["val_acc_full_small"]["mean"] is not None
     assert [(p["method"], p["epoch"]) for p in lines] == [
         ("full_large", 1), ("full_small", 1), ("full_small", 2), ("full_small", 3), ("full_small", 4)]
+    # the matched loss is the finished arm's own lowest; the diverged arm has no reading there
+    assert summary["metrics"]["matched_loss"]["mean"] == min(p["train_loss"] for p in lines[1:])
+    assert summary["metrics"]["val_acc_at_matched_loss_full_large"]["mean"] is None
+    assert summary["metrics"]["val_acc_at_matched_loss_full_small"]["mean"] is not None
+    assert (out / "figures" / "test_vs_train_loss.png").exists()
 
 
 @pytest.mark.parametrize("sets, message", [

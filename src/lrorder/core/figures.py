@@ -8,6 +8,7 @@ notebook or a script that imports lrorder keeps its own) and every figure render
 from __future__ import annotations
 
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,12 @@ def save(fig: Figure, path: Path) -> None:
 
 
 def seed_band(ax, x: Sequence[float], per_seed: np.ndarray, label: str, color=None) -> None:
-    """Mean over seeds (rows of `per_seed`) as a line, mean ± std as a shaded band."""
+    """Mean over seeds (rows of `per_seed`, NaN where a seed has no point) as a line, mean ± std
+    as a shaded band."""
     values = np.asarray(per_seed, dtype=float)
-    mean = np.nanmean(values, axis=0)
+    with warnings.catch_warnings():  # a point no seed has is a gap in the line
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(values, axis=0)
     line, = ax.plot(x, mean, label=label, color=color)
     if values.shape[0] > 1:
         std = sample_std(values, axis=0)  # the spread the tables report
@@ -88,3 +92,15 @@ def plain_log_ticks(axis, at: Sequence[float] | None = None) -> None:
         axis.set_major_locator(ticker.FixedLocator(at))
     axis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def train_loss_axis(ax, matched: float | None = None) -> None:
+    """An x axis of train loss, log-scaled and decreasing to the right (the way training moves),
+    with the matched loss marked where one is given."""
+    ax.set_xscale("log")
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("train loss (decreasing as training goes on)")
+    if matched is not None and np.isfinite(matched):
+        ax.axvline(matched, color="k", linestyle=":", linewidth=1, label=f"matched loss {matched:.3g}")

@@ -9,6 +9,7 @@ reader selects metrics by field (`Records.metric`, `Records.find`) and never par
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +46,8 @@ def sample_std(values: Sequence[float] | np.ndarray, axis: int | None = None) ->
     ignored), 0 for a single seed."""
     array = np.asarray(values, dtype=float)
     count = np.sum(~np.isnan(array), axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a point no seed has: NaN
         squares = np.nansum((array - np.nanmean(array, axis=axis, keepdims=axis is not None)) ** 2,
                             axis=axis)
         std = np.sqrt(squares / np.maximum(count - 1, 1))

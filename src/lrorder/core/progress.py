@@ -26,7 +26,7 @@ from typing import Any
 from lrorder.core import rundir
 from lrorder.core.errors import UserError
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: theory runs accumulate Lemma 5.2's signal and probe densely
 
 
 @dataclasses.dataclass

@@ -30,6 +30,9 @@ class TheoryConfig:
                                paper="kappa^2 / 2")
     q0: float = param(0.4, "Q-only probability (Theta(1) in Assumption 3.3)", check=between(0.0, 1.0),
                        paper="Theta(1)")
+    alpha_min: float = param(0.0, "Q's scale alpha ~ U[alpha_min, 1]; the paper's is U[0, 1]: a departure "
+                             "(examples with alpha near 0 are never fitted by V and keep teaching W)",
+                             check=between(0.0, 1.0), paper="0")
     lam: float | None = param(None, "weight decay lambda (unset: d^-5/4; conv: (d k)^-5/4)",
                                 check=at_least(0.0),
                                 paper="d^-5/4")
@@ -102,7 +105,8 @@ class TheoryConfig:
         """The data distribution of Section 2 (a `theory.data.Distribution`)."""
         from lrorder.theory import data
 
-        knobs = {"r": self.resolved("r"), "p0": self.resolved("p0"), "q0": self.q0}
+        knobs = {"r": self.resolved("r"), "p0": self.resolved("p0"), "q0": self.q0,
+                 "alpha_min": self.alpha_min}
         if self.structure == "conv":  # x = (x1, x2) fills the patches: x2 the last stride, x1 the rest
             stride = self.d // self.patches
             return data.Distribution(d=self.d + (self.patches - 2) * stride, q_dim=stride, **knobs)

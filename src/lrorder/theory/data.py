@@ -30,6 +30,7 @@ class Distribution:
     p0: float
     q0: float
     q_dim: int | None = None  # dimension of the space of z and zeta (unset: d, as in Section 2)
+    alpha_min: float = 0.0  # Q's scale alpha ~ U[alpha_min, 1] (Section 2: U[0, 1])
 
     @property
     def gamma0(self) -> float:
@@ -60,7 +61,7 @@ class Examples:
     """A batch of examples for S seeds: x1 is zero where there is no P part, alpha zero where no Q."""
 
     x1: torch.Tensor  # [S, n, d]
-    alpha: torch.Tensor  # [S, n], the Q part's scale, U[0, 1]
+    alpha: torch.Tensor  # [S, n], the Q part's scale, U[alpha_min, 1]
     ray: torch.Tensor  # [S, n] long: 0 for y = +1, 1 or 2 (b = +1 or -1) for y = -1
     y: torch.Tensor  # [S, n] in {-1, +1}
     kind: torch.Tensor  # [S, n] long: P_ONLY, Q_ONLY or BOTH
@@ -115,7 +116,7 @@ def sample(dist: Distribution, dirs: Directions, n: int, gen: torch.Generator) -
     x1 = (noise + shift) * (kind != Q_ONLY)[..., None]
     b_negative = uniform(seeds, n) < 0.5
     ray = torch.where(y > 0, 0, torch.where(b_negative, 2, 1))
-    alpha = uniform(seeds, n) * (kind != P_ONLY)
+    alpha = (dist.alpha_min + (1 - dist.alpha_min) * uniform(seeds, n)) * (kind != P_ONLY)
     return Examples(x1=x1, alpha=alpha, ray=ray, y=y, kind=kind)
 
 

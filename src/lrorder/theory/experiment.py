@@ -6,6 +6,12 @@ and initialization from that seed alone, advances every method and seed in one b
 unit of work and `figures_of_merit` condenses it into per-seed metrics. Every seed draws its
 data, initialization and noise from its own generators, so seed s is the same run whatever
 other seeds share its batch.
+
+Probes come every `probe_every` iterations (every run's) and, in between, where a run's train
+loss moves fast: at every `probe_every / DENSE`-th iteration a run whose loss has fallen below
+DROP times its loss at its own last probe owns a probe. A run's records and readings use its own
+probes only, so they too depend on that run alone; the readings at matched train loss
+(`lrorder.core.matched`) get a point at least every 3% of loss.
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ from typing import Any
 
 import torch
 
+from lrorder.core import matched
 from lrorder.core.metrics import Metric
 from lrorder.theory import data, model, optim, probes
 from lrorder.theory.config import TheoryConfig
 
 Probes = dict[str, torch.Tensor]  # name -> [M, S]
 NOISE_SEED = 1 << 32  # seed s's gradient and pre-activation noise come from NOISE_SEED + s
+DENSE, DROP = 10, 0.97  # at most DENSE more probes per probe_every, for a run whose loss fell 3%
+FINAL = ("test_err", "p_only_err", "q_only_err", "both_err", "w_on_p_err", "v_on_q_err", "train_loss",
+         "w_signal_from_q_examples", "w_signal_from_p_only", "w_margin_p_only", "w_alignment")
 
 
 def make_method(name: str, c: TheoryConfig) -> optim.Method:
@@ -55,17 +65,21 @@ def _groups(methods: list[optim.Method]) -> list[list[int]]:
 @dataclasses.dataclass
 class Progress:
     """A run so far: one optimizer state per group of methods, the probe history ([M, S] per
-    probe) and the probes taken at each run's first anneal."""
+    probe), which runs own each probe ([M, S] bool), each run's train loss at its last own probe
+    and the probes taken at each run's first anneal."""
 
     states: list[optim.State]
     steps: list[int]
     history: dict[str, list[torch.Tensor]]
+    own: list[torch.Tensor]
+    probed_loss: torch.Tensor
     at_anneal: list[Probes]
 
     def to(self, device: str) -> Progress:
         """The same progress with its tensors on `device` (a resume point is loaded on the CPU)."""
         for state in self.states:
             state.weights = [w.to(device) for w in state.weights]
+            state.signal = [s.to(device) for s in state.signal]
             state.phase, state.anneal_step, state.stop_step = (
                 t.to(device) for t in (state.phase, state.anneal_step, state.stop_step))
         self.at_anneal = [{k: v.to(device) for k, v in a.items()} for a in self.at_anneal]
@@ -78,13 +92,14 @@ class Progress:
     def to_plain(self) -> dict[str, Any]:
         """The progress as plain data (tensors, numbers, lists, dicts): a resume point's form."""
         states = [{f.name: getattr(s, f.name) for f in dataclasses.fields(s)} for s in self.states]
-        return {"states": states, "steps": list(self.steps),
-                "history": self.history, "at_anneal": self.at_anneal}
+        return {"states": states, "steps": list(self.steps), "history": self.history, "own": self.own,
+                "probed_loss": self.probed_loss, "at_anneal": self.at_anneal}
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> Progress:
         return cls([optim.State(**s) for s in plain["states"]], list(plain["steps"]),
-                   {k: list(v) for k, v in plain["history"].items()}, list(plain["at_anneal"]))
+                   {k: list(v) for k, v in plain["history"].items()}, list(plain["own"]),
+                   plain["probed_loss"], list(plain["at_anneal"]))
 
     def merged(self, field: str) -> torch.Tensor:
         """[M, S] `field` (anneal_step, stop_step) of every method, in config order."""
@@ -111,48 +126,57 @@ class Simulation:
             archs.append(arch)
             inits.append(model.init_weights(arch, 1, config.tau0, gen))
         self.train, self.test = _concat(trains), _concat(tests)
+        self.mechanism = probes.Mechanism.of(self.train, dirs.w_star)
         self.arch = model.concat_seeds(archs)
         self.init = [torch.cat(ws, dim=1) for ws in zip(*inits)]  # [1, S, k, f]: shared by methods
         noise = [torch.Generator(device).manual_seed(NOISE_SEED + seed) for seed in seeds]  # one per seed
         self.groups = _groups(methods)
         self.trainers = [optim.Trainer(self.arch, self.train, [methods[i] for i in group],
                                        config.resolved("lam"), config.noise_std(),
-                                       config.per_example_noise, noise)
+                                       config.per_example_noise, noise, self.mechanism.p_only)
                          for group in self.groups]
 
     def start(self) -> Progress:
         states = [t.start([w.expand(len(g), -1, -1, -1).clone() for w in self.init])
                   for t, g in zip(self.trainers, self.groups)]
-        return Progress(states, [], {}, [{} for _ in states])
+        runs = (len(self.config.methods), len(self.seeds))
+        return Progress(states, [], {}, [], torch.full(runs, math.inf), [{} for _ in states])
 
-    def probe(self, weights: list[torch.Tensor]) -> Probes:
-        return probes.probe(self.arch, weights, self.train, self.test)
+    def probe(self, state: optim.State) -> Probes:
+        return probes.probe(self.arch, state.weights, self.train, self.test, self.mechanism, state.signal)
 
-    def run(self, progress: Progress, on_probe: Callable[[int, Probes], None] = lambda step, p: None,
+    def run(self, progress: Progress,
+            on_probe: Callable[[int, Probes, torch.Tensor], None] = lambda step, p, own: None,
             on_checkpoint: Callable[[Progress], None] = lambda p: None,
             on_step: Callable[[], None] = lambda: None) -> Progress:
-        """Advance to `config.steps`, probing every `probe_every` iterations and at the end; a
-        checkpoint follows every probe (it is small: the weights and the probe history)."""
+        """Advance to `config.steps`, probing every `probe_every` iterations, where a run's loss
+        moves fast (module docstring) and at the end; a checkpoint follows every regular probe
+        (it is small: the weights, the accumulated signal and the probe history)."""
         self.trainers[-1].resume(progress.states[-1])  # one noise stream: the last group drew last
+        every, dense = self.config.probe_every, max(1, self.config.probe_every // DENSE)
+        everyone = torch.ones_like(progress.probed_loss, dtype=torch.bool)
 
         def record_anneal(at_anneal: Probes, state: optim.State, fired: torch.Tensor) -> None:
-            for name, value in self.probe(state.weights).items():
+            for name, value in self.probe(state).items():
                 kept = at_anneal.get(name, torch.full_like(value, math.nan))
                 at_anneal[name] = torch.where(fired, value, kept)
 
-        def take_probe() -> None:
-            groups = [self.probe(state.weights) for state in progress.states]
+        def take_probe(own: torch.Tensor) -> None:
+            groups = [self.probe(state) for state in progress.states]
             values = {name: torch.cat([g[name] for g in groups]) for name in groups[0]}
             progress.steps.append(progress.step)
+            progress.own.append(own.cpu())
             for name, value in values.items():
                 progress.history.setdefault(name, []).append(value.cpu())
-            on_probe(progress.step, values)
+            progress.probed_loss = torch.where(own.cpu(), values["train_loss"].cpu(), progress.probed_loss)
+            on_probe(progress.step, values, own)
 
         while progress.step < self.config.steps:
             fresh = not progress.steps or progress.steps[-1] != progress.step  # a resumed probe is logged
-            if fresh and progress.step % self.config.probe_every == 0:
-                take_probe()
+            if fresh and progress.step % every == 0:
+                take_probe(everyone)
                 on_checkpoint(progress)
+            losses = []
             for group, trainer, state, at_anneal in zip(self.groups, self.trainers, progress.states,
                                                         progress.at_anneal):
                 loss = trainer.step(state, lambda s, fired, a=at_anneal: record_anneal(a, s, fired))
@@ -160,8 +184,13 @@ class Simulation:
                     where = ", ".join(f"{self.config.methods[group[m]]} seed {self.seeds[s]}"
                                       for m, s in (~torch.isfinite(loss)).nonzero().tolist())
                     raise FloatingPointError(f"non-finite train loss of {where} at iteration {state.step}")
+                losses.append(loss)
             on_step()
-        take_probe()
+            if progress.step % dense == 0 and progress.step % every and progress.step < self.config.steps:
+                fell = torch.cat(losses).cpu() < DROP * progress.probed_loss
+                if bool(fell.any()):
+                    take_probe(fell)
+        take_probe(everyone)
         return progress
 
 
@@ -183,36 +212,57 @@ def mean_before(steps: list[int], series: torch.Tensor, anneal: torch.Tensor) ->
     return torch.where(inside, series, 0.0).sum(0) / inside.sum(0)
 
 
+def at_matched_loss(steps: list[int], history: dict[str, torch.Tensor], own: torch.Tensor
+                    ) -> tuple[float, dict[str, torch.Tensor]]:
+    """The matched train loss (the lowest every method reaches in every seed, on each run's own
+    probes) and, per method and seed [M, S], the P-only and overall test error and the iteration
+    at the first own probe at or below it."""
+    loss = torch.where(own, history["train_loss"], math.nan).double().numpy()
+    level = matched.matched_loss(loss)
+    series = {"p_only_err": history["p_only_err"], "test_err": history["test_err"],
+              "iter": torch.tensor(steps, dtype=torch.float64)[:, None, None].expand(loss.shape)}
+    return level, {f"{name}_at_matched_loss": torch.from_numpy(matched.first_at_or_below(
+        loss, values.double().numpy(), level)) for name, values in series.items()}
+
+
 def figures_of_merit(config: TheoryConfig, progress: Progress, kappa: float | None = None
                      ) -> dict[Metric, list[float]]:
-    """Per-seed metrics of every method: final errors, the anneal, learning order.
+    """Per-seed metrics of every method: final errors and probes, the anneal, learning order, the
+    readings at matched train loss.
 
-    `p_learned_iter` / `q_learned_iter`: the probe from which the W-part's error on P (the V-part's
-    on Q) stays below `learned_err` for `learned_probes` probes; `steps + 1` if never (censored).
-    Anneal metrics exist for the methods that anneal (ls, s_noise): the probes at the anneal
-    (`*_at_anneal`) and the V-part's mean error over the second half of the first phase
-    (`v_on_q_err_before_anneal`).
+    `p_learned_iter` / `q_learned_iter`: the regular probe from which the W-part's error on P (the
+    V-part's on Q) stays below `learned_err` for `learned_probes` probes; `steps + 1` if never
+    (censored). Anneal metrics exist for the methods that anneal (ls, s_noise): the probes at the
+    anneal (`*_at_anneal`) and the V-part's mean error over the second half of the first phase
+    (`v_on_q_err_before_anneal`). `matched_loss` is one level for the whole run (with more seeds
+    it can only rise); `*_at_matched_loss` read each run there (`at_matched_loss`).
     """
     history = {name: torch.stack(values) for name, values in progress.history.items()}
-    per_method = {name: history[name][-1] for name in (
-        "test_err", "p_only_err", "q_only_err", "both_err", "w_on_p_err", "v_on_q_err", "train_loss")}
+    own = torch.stack(progress.own)
+    regular = [i for i, step in enumerate(progress.steps)
+               if step % config.probe_every == 0 or i == len(progress.steps) - 1]
+    steps = [progress.steps[i] for i in regular]
+    per_method = {name: history[name][-1] for name in FINAL if name in history}
     for pattern, part in (("p", "w_on_p_err"), ("q", "v_on_q_err")):
         per_method[f"{pattern}_learned_iter"] = first_learned(
-            progress.steps, history[part], config.learned_err, config.learned_probes, config.steps + 1)
+            steps, history[part][regular], config.learned_err, config.learned_probes, config.steps + 1)
     stop = progress.merged("stop_step")
     per_method["stop_iter"] = torch.where(stop == optim.NEVER, config.steps, stop).float()
     anneal = progress.merged("anneal_step").float()
     per_method["anneal_iter"] = torch.where(anneal == optim.NEVER, math.nan, anneal)
-    per_method["v_on_q_err_before_anneal"] = mean_before(progress.steps, history["v_on_q_err"],
+    per_method["v_on_q_err_before_anneal"] = mean_before(steps, history["v_on_q_err"][regular],
                                                          per_method["anneal_iter"])
+    level, readings = at_matched_loss(progress.steps, history, own)
+    per_method.update(readings)
     at_anneal = [{name: a.get(name, torch.full_like(s.anneal_step, math.nan, dtype=torch.float)).cpu()
                   for name in ("v_on_q_err", "w_on_p_err", "train_loss")}
                  for a, s in zip(progress.at_anneal, progress.states)]
     for name in at_anneal[0]:
         per_method[f"{name}_at_anneal"] = torch.cat([a[name] for a in at_anneal])
-    return {Metric(name, method, kappa=kappa): values[i].double().tolist()
-            for name, values in per_method.items() for i, method in enumerate(config.methods)
-            if not (method == "s" and "anneal" in name)}  # S never anneals
+    metrics = {Metric(name, method, kappa=kappa): values[i].double().tolist()
+               for name, values in per_method.items() for i, method in enumerate(config.methods)
+               if not (method == "s" and "anneal" in name)}  # S never anneals
+    return {Metric("matched_loss", kappa=kappa): [level] * own.shape[-1], **metrics}
 
 
 def learning_order_flags(metrics: dict[Metric, list[float]], learned_err: float,
@@ -259,11 +309,10 @@ def simulate(ctx, config: TheoryConfig, partial: dict[str, Any] | None,
         sim = Simulation(config, ctx.seeds, ctx.device)
         progress = sim.start() if partial is None else Progress.from_plain(partial).to(ctx.device)
 
-        def log(step: int, values: Probes) -> None:
-            for i, seed in enumerate(ctx.seeds):
-                for m, method in enumerate(config.methods):
-                    ctx.log(seed=seed, method=method, **identity, step=step,
-                            **{name: float(value[m, i]) for name, value in values.items()})
+        def log(step: int, values: Probes, own: torch.Tensor) -> None:  # a run's own probes only
+            for i, m in own.T.nonzero().tolist():
+                ctx.log(seed=ctx.seeds[i], method=config.methods[m], **identity, step=step,
+                        **{name: float(value[m, i]) for name, value in values.items()})
 
         with ctx.progress(config.steps, "iterations" if kappa is None else f"kappa {kappa:g}") as bar:
             bar.update(progress.step)

@@ -369,6 +369,49 @@ def loss_and_grad(arch: Architecture, weights: list[torch.Tensor], ex: Examples,
     return loss, [p.grad(coeff) for p in passes]
 
 
+@dataclasses.dataclass(frozen=True)
+class Subset:
+    """Some examples of each seed (`rows` [S, r] of the full set), padded to the most any seed has
+    (`valid` [S, r] is False on the padding), and those examples themselves."""
+
+    rows: torch.Tensor
+    valid: torch.Tensor
+    ex: Examples
+
+    @classmethod
+    def where(cls, ex: Examples, mask: torch.Tensor) -> Subset:
+        """The examples where `mask` [S, n] holds."""
+        taken = max(1, int(mask.sum(-1).max()))
+        rows = (~mask).byte().argsort(dim=-1, stable=True)[:, :taken]  # the chosen rows first
+        valid = mask.gather(-1, rows)
+        def picked(field: torch.Tensor) -> torch.Tensor:  # [S, n, ...] -> [S, r, ...]
+            index = rows.view(*rows.shape, *[1] * (field.dim() - 2)).expand(*rows.shape, *field.shape[2:])
+            return field.gather(1, index)
+
+        return cls(rows, valid, Examples(**{f.name: picked(getattr(ex, f.name))
+                                            for f in dataclasses.fields(Examples)}))
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """Mean of [M, S, r] values over the valid rows (NaN for a seed with none)."""
+        valid = self.valid.to(values.dtype)
+        return (values * valid).sum(-1) / valid.sum(-1)
+
+
+def first_block_grad(arch: Architecture, weights: list[torch.Tensor], loss: torch.Tensor, part: Subset,
+                     noise: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """The gradient of the mean train loss (without the lambda term) w.r.t. the first block (W, or
+    the one U) from the examples of `part` alone, given the per-example losses [M, S, n] of the
+    same forward pass (the coefficient is -y sigmoid(-y f) = -y (1 - exp(-loss))): Lemma 5.2
+    splits W's gradient by the examples it comes from. Costs a forward on `part`'s rows only."""
+    xi = noise[0] if noise else None
+    if xi is not None and xi.shape[-2] > 1:  # per-example noise: the part's own rows
+        xi = xi.gather(2, part.rows[None, ..., None].expand(len(xi), -1, -1, xi.shape[-1]))
+    _, block_pass = _block_forward(arch.blocks[0], weights[0], part.ex, arch.rays, xi, None)
+    picked = loss.gather(-1, part.rows.expand(len(loss), -1, -1))
+    coeff = -part.ex.y * -torch.expm1(-picked) * part.valid / loss.shape[-1]
+    return block_pass.grad(coeff)
+
+
 def parts(arch: Architecture, weights: list[torch.Tensor], ex: Examples) -> tuple[torch.Tensor, torch.Tensor]:
     """r(x) = f on (x1, 0) and g(x) = f on (0, x2) (eq. 3.5-3.6): the network's P and Q parts."""
     return output(arch, weights, ex.with_x1_only()), output(arch, weights, ex.with_x2_only())

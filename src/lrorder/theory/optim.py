@@ -68,14 +68,21 @@ class State:
     anneal_step: torch.Tensor  # [M, S] long, NEVER until the first transition
     stop_step: torch.Tensor  # [M, S] long, NEVER until stopped
     rng: torch.Tensor  # [S, ...] each seed's noise generator state
+    signal: list[torch.Tensor]  # with `Trainer.split`: the accumulated gradients [M, S, k, f], else []
 
 
 class Trainer:
-    """The batched update of eq. 3.1 for `methods` x seeds on one training set."""
+    """The batched update of eq. 3.1 for `methods` x seeds on one training set.
+
+    With `split` (a subset of the training examples), the state also accumulates Lemma 5.2's
+    quantity for the first block, sum_s eta_s prod(1 - eta lambda) grad L, twice: from the
+    examples of `split` and from all the others (`State.signal`, in that order).
+    """
 
     def __init__(self, arch: model.Architecture, train: Examples, methods: list[Method], lam: float,
-                 tau_xi: float, per_example_noise: bool, gens: list[torch.Generator]):
-        self.arch, self.train, self.methods = arch, train, methods
+                 tau_xi: float, per_example_noise: bool, gens: list[torch.Generator],
+                 split: model.Subset | None = None):
+        self.arch, self.train, self.methods, self.split = arch, train, methods, split
         self.lam, self.tau_xi, self.per_example_noise, self.gens = lam, tau_xi, per_example_noise, gens
         self.buffers: dict = {}  # the hidden units of a step, rewritten in place by the next
         device = train.y.device
@@ -101,7 +108,8 @@ class Trainer:
     def start(self, weights: list[torch.Tensor]) -> State:
         shape = weights[0].shape[:2]
         never = torch.full(shape, NEVER, dtype=torch.long, device=weights[0].device)
-        return State(0, weights, torch.zeros_like(never), never.clone(), never.clone(), self._rng())
+        signal = [torch.zeros_like(weights[0]) for _ in range(2)] if self.split is not None else []
+        return State(0, weights, torch.zeros_like(never), never.clone(), never.clone(), self._rng(), signal)
 
     def resume(self, state: State) -> None:
         """Continue every seed's noise stream where `state` was taken."""
@@ -148,13 +156,19 @@ class Trainer:
     def step(self, state: State, on_anneal=None) -> torch.Tensor:
         """One iteration of eq. 3.1 for every run; `on_anneal(state, mask)` sees the weights at which
         a run's first transition fired, before the update. Returns the train loss [M, S]."""
-        loss, grads = model.loss_and_grad(self.arch, state.weights, self.train, self._preact_noise(state),
-                                          self.buffers)
+        noise = self._preact_noise(state)
+        loss, grads = model.loss_and_grad(self.arch, state.weights, self.train, noise, self.buffers)
+        if self.split is not None:
+            inside = model.first_block_grad(self.arch, state.weights, loss, self.split, noise)
+            split = (inside, grads[0] - inside)
         mean_loss = loss.mean(-1)
         annealed = self._advance(state, mean_loss)
         if on_anneal is not None and bool(annealed.any()):
             on_anneal(state, annealed)
         lr = self._per_run(self.lr_table, state)[..., None, None]
+        if self.split is not None:
+            for accumulated, grad in zip(state.signal, split):
+                accumulated.mul_(1 - lr * self.lam).add_(lr * grad)
         for weight, grad in zip(state.weights, grads):
             xi = self.tau_xi * self._randn(weight.shape[0], *weight.shape[2:], device=weight.device)
             weight.mul_(1 - lr * self.lam).sub_(lr * (grad + xi))

@@ -8,13 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from lrorder.core import figures
+from lrorder.core import figures, matched
 from lrorder.core.rundir import Records
 from lrorder.theory.config import LINEAR_Q_ERR
 
 LABELS = {"ls": "L-S (large then small LR)", "s": "S (small LR)", "s_noise": "S + pre-activation noise"}
 KINDS = (("p_only_err", "P only"), ("q_only_err", "Q only"), ("both_err", "both"), ("test_err", "all"))
-RATIOS = {"test_err": "All test examples", "p_only_err": "Test examples with the P pattern only"}
+RATIOS = {"test_err": "All test examples", "p_only_err": "Test examples with the P pattern only",
+          "test_err_at_matched_loss": "All test examples,\nat matched train loss",
+          "p_only_err_at_matched_loss": "P-only test examples,\nat matched train loss"}
 LEGEND = {"fontsize": 9, "framealpha": 0.9}
 
 
@@ -93,9 +95,10 @@ def final_errors(records: Records, methods: list[str], out: Path) -> None:
     figures.save(fig, out)
 
 
-def ratio_vs_kappa(records: Records, out: Path) -> None:
-    """theory-scaling's figure from the records: the S and L-S final errors of every seed at every
-    kappa (NaN where a kappa left no metric, e.g. it diverged)."""
+def ratio_vs_kappa(records: Records, out: Path, at_matched_loss: bool = False) -> None:
+    """theory-scaling's figure from the records: the S and L-S final errors (or those at each
+    kappa's matched train loss) of every seed at every kappa (NaN where a kappa left no metric,
+    e.g. it diverged)."""
     kappas = np.array(records.config["config"]["kappas"], dtype=float)
     seeds = len(records.config["seeds"])
 
@@ -103,7 +106,8 @@ def ratio_vs_kappa(records: Records, out: Path) -> None:
         found = [records.metric(quantity, method, kappa=float(k)) for k in kappas]
         return np.array([[np.nan] * seeds if s is None else s["per_seed"] for s in found], dtype=float).T
 
-    errors = {name: (per_seed(name, "s"), per_seed(name, "ls")) for name in RATIOS}
+    names = [name for name in RATIOS if name.endswith("_at_matched_loss") == at_matched_loss]
+    errors = {name: (per_seed(name, "s"), per_seed(name, "ls")) for name in names}
     scaling(kappas, errors, out, summary=records.summary)
 
 
@@ -159,4 +163,79 @@ def scaling(kappas: np.ndarray, errors: dict[str, tuple[np.ndarray, np.ndarray]]
     axes[0][-1].legend(title=f"{kappas.size} values of κ × {seeds} seeds", loc="upper left",
                        bbox_to_anchor=(1.02, 1.0), **LEGEND)
     figures.mark_diverged(fig, summary, empty=empty)
+    figures.save(fig, out)
+
+
+def _anneals(ax, records: Records, methods: list[str]) -> None:
+    """A dashed line at each annealing method's mean anneal iteration, in its color."""
+    for i, method in enumerate(methods):
+        anneal = np.array((records.metric("anneal_iter", method) or {}).get("per_seed", []), dtype=float)
+        if np.isfinite(anneal).any():
+            ax.axvline(np.nanmean(anneal), color=f"C{i}", linestyle="--", linewidth=1, alpha=0.7,
+                       label=f"anneal of {method} (mean)")
+
+
+def test_vs_train_loss(records: Records, methods: list[str], out: Path) -> None:
+    """P-only and overall test error against train loss, as training lowers it: per method and
+    seed the error at the first own probe at or below each level (`lrorder.core.matched`), seed
+    bands over the seeds that reached the level, the run's matched loss marked. The two-layer
+    analogue of Nakkiran's test-vs-train picture: methods compared where the papers compare."""
+    fig, axes = figures.figure(columns=2, width=4.8, height=3.9)
+    series = {m: {name: per_seed_series(records, m, name)[1]
+                  for name in ("train_loss", "p_only_err", "test_err")} for m in methods}
+    levels = matched.loss_levels(np.concatenate([s["train_loss"].ravel() for s in series.values()]))
+    level = (records.metric("matched_loss") or {}).get("mean")
+    seeds = len(records.config["seeds"])
+    for ax, (name, title) in zip(axes[0], (("p_only_err", "Test examples with the P pattern only"),
+                                           ("test_err", "All test examples"))):
+        for i, method in enumerate(methods):
+            loss, values = series[method]["train_loss"], series[method][name]
+            if levels.size and loss.size:
+                at = matched.first_at_or_below(loss.T, values.T, levels)  # [levels, seeds]
+                figures.seed_band(ax, levels, at.T, LABELS.get(method, method), color=f"C{i}")
+        if levels.size:
+            figures.train_loss_axis(ax, level)
+        ax.set(ylabel="test error", title=title)
+    band = f"band: ± 1 std over the seeds there (of {seeds})" if seeds > 1 else "1 seed: no band"
+    axes[0][-1].legend(title=band, loc="upper left", bbox_to_anchor=(1.02, 1.0), **LEGEND)
+    figures.mark_diverged(fig, records.summary, empty=[] if levels.size else list(axes[0]))
+    figures.save(fig, out)
+
+
+MECHANISM = (
+    ("w_signal", "Lemma 5.2: |accumulated gradient of W|_F", "symlog"),
+    ("w_margin_p_only", "Lemma 5.3: mean margin y r(x) on P-only train", "linear"),
+    ("w_alignment", "cos(alpha, w*): r(x) - r(-x) = 2 <alpha, x>", "linear"),
+    ("train_loss", "train loss per example type", "linear"),
+)
+STYLES = {"w_signal_from_q_examples": ("-", "from examples with Q"),
+          "w_signal_from_p_only": ("--", "from P-only"),
+          "p_only_train_loss": ("-", "P only"), "q_only_train_loss": (":", "Q only"),
+          "both_train_loss": ("--", "both")}
+
+
+def mechanism(records: Records, methods: list[str], out: Path) -> None:
+    """Theorem 3.5's proof measured along the run, per method (color) with seed bands: the W
+    block's accumulated gradient from the examples that contain Q and from the P-only ones
+    (Lemma 5.2 needs the first small under S once Q is fitted), W's margin on the P-only
+    training examples and its direction's alignment with w* (Lemma 5.3), the train loss per
+    example type; anneals marked."""
+    fig, axes = figures.figure(columns=2, rows=2, width=5.0, height=3.6)
+    for ax, (key, title, scale) in zip(axes.flat, MECHANISM):
+        names = [name for name in STYLES if name.startswith(key)] or [key]
+        for i, method in enumerate(methods):
+            for name in names:
+                steps, values = per_seed_series(records, method, name)
+                if steps.size:
+                    style, what = STYLES.get(name, ("-", ""))
+                    label = LABELS.get(method, method) + (f": {what}" if what and len(names) > 1 else "")
+                    figures.seed_band(ax, steps, values, label, color=f"C{i}")
+                    ax.lines[-1].set_linestyle(style)
+        _anneals(ax, records, methods)
+        ax.set_yscale(scale)
+        ax.set(xlabel="iteration", title=title)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, framealpha=0.9)
+    empty = [ax for ax in axes.flat if not ax.lines]
+    figures.mark_diverged(fig, records.summary, empty=empty)
     figures.save(fig, out)

@@ -26,6 +26,8 @@ PAPER = "Li, Wei & Ma (2019), Towards explaining the regularization effect of in
 REGIME = {"d": 100, "n_train": 1000, "p0": 0.05, "q0": 0.5, "r": 0.3, "tau0": 0.4, "m_w": 100, "m_v": 8000,
           "eta1": 10.0, "eta2": 0.1, "anneal_at": 1000}
 QUICK = {**REGIME, "steps": 3000, "n_test": 4000, "probe_every": 100}
+KEPT = ("test_err", "p_only_err", "matched_loss", "test_err_at_matched_loss", "p_only_err_at_matched_loss",
+        "iter_at_matched_loss")  # theory-scaling's metrics at each kappa
 CONV_REGIME = {"structure": "conv", "d": 64, "patches": 2, "m_w": 1024, "n_train": 500, "p0": 0.05, "q0": 0.7,
                "r": 0.5, "lam": 0.00316, "tau0": 0.4, "eta1": 40.0, "eta2": 0.1, "anneal_at": 1000,
                "methods": ("ls", "s")}
@@ -85,8 +87,10 @@ class TheoryOrder(Recipe):
 
         methods = records.config["config"]["methods"]
         plots.learning_order(records, methods, figure_dir / "learning_order.png")
+        plots.mechanism(records, methods, figure_dir / "mechanism.png")
         if records.summary and records.summary["metrics"]:
             plots.final_errors(records, methods, figure_dir / "final_errors.png")
+            plots.test_vs_train_loss(records, methods, figure_dir / "test_vs_train_loss.png")
 
     def discuss(self, records: Records) -> list[str]:
         methods = records.config["config"]["methods"]
@@ -108,9 +112,16 @@ class TheoryOrder(Recipe):
             lines.append(f"S learns Q before P in {seed_share(records, 's_q_before_p')} (Q at "
                          f"{mean('q_learned_iter', 's')}, P at {mean('p_learned_iter', 's')} iterations, "
                          "means over seeds; censored after the last).")
+        level = records.metric("matched_loss")
+        if level:
+            reached = ", ".join(f"{m} at iteration {mean('iter_at_matched_loss', m)}" for m in methods)
+            lines.append(f"At matched train loss {fmt(level['mean'])} (the lowest every method reaches in "
+                         f"every seed; means over seeds: {reached}), the papers' yardstick:")
         for low, high in (("ls", "s"), ("ls", "s_noise"), ("s_noise", "s")):
             if low in methods and high in methods:
-                lines += [gap_sentence(records, name, low, high) for name in ("p_only_err", "test_err")]
+                lines += [gap_sentence(records, name, low, high) for name in (
+                    "p_only_err", "test_err", "p_only_err_at_matched_loss", "test_err_at_matched_loss")
+                    if records.metric(name, low)]
         return lines
 
 
@@ -151,20 +162,23 @@ class TheoryScaling(Recipe):
             if finals[name] is not None:
                 metrics.update({metric: values for metric, values in ex.figures_of_merit(
                     config, ex.Progress.from_plain(finals[name]), kappa).items()
-                    if metric.quantity in ("test_err", "p_only_err")})
+                    if metric.quantity in KEPT})
         return metrics
 
     def draw(self, records: Records, figure_dir: Path) -> None:
         from lrorder.theory import plots
 
         plots.ratio_vs_kappa(records, figure_dir / "ratio_vs_kappa.png")
+        plots.ratio_vs_kappa(records, figure_dir / "test_vs_train_loss.png", at_matched_loss=True)
 
     def discuss(self, records: Records) -> list[str]:
         if not records.summary["metrics"]:
             return []
         kappas = records.config["config"]["kappas"]
         lines = []
-        for quantity, words in (("test_err", "Test error"), ("p_only_err", "P-only test error")):
+        for quantity, words in (("test_err", "Test error"), ("p_only_err", "P-only test error"),
+                                ("test_err_at_matched_loss", "Test error at matched train loss"),
+                                ("p_only_err_at_matched_loss", "P-only test error at matched train loss")):
             cells = []
             for kappa in sorted(kappas):
                 ls, s = (records.metric(quantity, m, kappa=kappa) for m in ("ls", "s"))

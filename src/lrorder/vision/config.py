@@ -16,6 +16,7 @@ from lrorder.vision.schedules import SCHEDULE_HELP, milestones
 LABELS = {"large": "large LR + anneal", "small": "small LR", "small_noise": "small LR + noise"}
 CONTROL_ARMS = {"subset_small": ("subset", "small"), "subset_large": ("subset", "large"),
                 "full_small": ("full", "small"), "full_large": ("full", "large")}  # (training set, LR)
+EVALS = {False: ("val",), True: ("clean", "mixed", "patch")}  # validation sets, unpatched / patched
 LAST = 5  # final accuracies are also reported as the mean of the last 5 epochs (one epoch is noisy)
 
 

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrorder.core import matched
 from lrorder.core.metrics import Metric
 from lrorder.vision import data
-from lrorder.vision.config import LAST, VisionConfig
+from lrorder.vision.config import EVALS, LAST, VisionConfig
 from lrorder.vision.loader import ImageSet
 from lrorder.vision.patch import PatchRule, patchable_mask
 from lrorder.vision.stacked import StackedTrainer
@@ -35,7 +36,6 @@ from lrorder.vision.trainer import Method, Trainer
 from lrorder.vision.wrn import WideResNet
 
 History = list[dict[str, Any]]  # an arm's epoch records, in order
-EVALS = {False: ("val",), True: ("clean", "mixed", "patch")}  # validation sets, unpatched / patched
 PATCH_ONLY_SIZE = 1000  # the released code's patch-only validation set
 
 
@@ -210,6 +210,33 @@ def accuracy_metrics(histories: list[dict[str, History]], arms: list[str], evals
             metrics[Metric(key, arm)] = [a[-1] if a else math.nan for a in accs]
             metrics[Metric(key, arm, f"last{LAST}")] = [float(np.mean(a[-LAST:])) if a else math.nan
                                                         for a in accs]
+    return metrics
+
+
+def matched_loss_metrics(histories: list[dict[str, History]], arms: list[str], evals: tuple[str, ...],
+                         epochs: int) -> dict[Metric, list[float]]:
+    """The arms compared at the same train loss, not after the same number of epochs (the papers'
+    yardstick): `matched_loss`, the lowest train loss every arm reaches in every seed (one value,
+    repeated per seed); per arm, the 1-based epoch at which it first reached it
+    (`epoch_at_matched_loss_{arm}`) and, per validation set, its accuracy in that epoch
+    (`{set}_acc_at_matched_loss_{arm}`). An arm that diverged in a seed gives NaN there, and
+    `matched_loss` is taken over the (seed, arm) runs that finished (NaN if none did)."""
+    finished = [(s, arm) for s, per_seed in enumerate(histories) for arm in arms
+                if len(per_seed[arm]) == epochs]
+
+    def series(key: str) -> np.ndarray:  # [epochs, finished runs]
+        return np.array([[r[key] for r in histories[s][arm]] for s, arm in finished], dtype=float).T
+
+    loss = series("train_loss")
+    level = matched.matched_loss(loss) if finished else math.nan
+    readings = {"epoch": series("epoch"), **{f"{name}_acc": series(f"{name}_acc") for name in evals}}
+    at_level = {key: dict(zip(finished, matched.first_at_or_below(loss, values, level).tolist()))
+                for key, values in readings.items()} if finished else {key: {} for key in readings}
+    metrics: dict[Metric, list[float]] = {Metric("matched_loss"): [level] * len(histories)}
+    for arm in arms:
+        for key, values in at_level.items():
+            metrics[Metric(f"{key}_at_matched_loss", arm)] = [values.get((s, arm), math.nan)
+                                                              for s in range(len(histories))]
     return metrics
 
 

@@ -1,4 +1,5 @@
-"""Figures 1 and 3 of Li, Wei & Ma (2019), drawn from a run's metrics.jsonl only."""
+"""Figures 1 and 3 of Li, Wei & Ma (2019), and accuracy against train loss, drawn from a run's
+metrics.jsonl (and summary.json's matched loss) only."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lrorder.core import figures
+from lrorder.core import figures, matched
 from lrorder.core.rundir import Records
-from lrorder.vision.config import LABELS
+from lrorder.vision.config import CONTROL_ARMS, LABELS
 from lrorder.vision.schedules import milestones
 
 LEGEND = {"fontsize": 9, "framealpha": 0.9}
+TITLES = {"val": "validation images", "clean": "clean validation images",
+          "mixed": "mixed validation images", "patch": "patch-only images"}
 
 
 def per_epoch(records: Records, method: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +73,63 @@ def figure3(records: Records, out: Path, anneal: int) -> None:
     axes[0][1].legend(**LEGEND)
     figures.mark_diverged(fig, records.summary, empty=[] if methods else list(axes[0]))
     figures.save(fig, out)
+
+
+def test_vs_train_loss(records: Records, out: Path, evals: Sequence[str], methods: Sequence[str]) -> None:
+    """Validation accuracy against train loss, one panel per validation set in `evals`: per arm
+    and seed, the accuracy in the first epoch whose train loss is at or below each level of a
+    log grid over every arm's losses; mean over the seeds that reached a level, ± std. The
+    matched loss (summary.json), where every arm is compared, is marked."""
+    methods = logged_methods(records, methods)
+    if not methods and not figures.diverged(records.summary):
+        return
+    keys = [f"{name}_acc" for name in evals]
+    series = {m: _by_epoch(records, m, ("train_loss", *keys)) for m in methods}
+    levels = matched.loss_levels(np.concatenate([s["train_loss"].ravel() for s in series.values()]
+                                                or [np.empty(0)]))
+    stats = records.metric("matched_loss")
+    level = stats["mean"] if stats is not None else None
+    fig, axes = figures.figure(columns=len(evals))
+    empty = []
+    for ax, name, key in zip(axes[0], evals, keys):
+        for method in methods:
+            values = matched.first_at_or_below(series[method]["train_loss"], series[method][key], levels).T
+            reached = ~np.isnan(values).all(axis=0)  # levels some seed reached
+            if reached.any():
+                figures.seed_band(ax, levels[reached], values[:, reached], _label(method))
+        ax.set(ylabel="accuracy (%)", title=f"{TITLES.get(name, name)} at equal train loss")
+        if not ax.lines:
+            empty.append(ax)
+            continue
+        if name == "patch":
+            ax.axhline(10, color="grey", linewidth=0.8, linestyle="--", label="chance")
+        figures.train_loss_axis(ax, level)
+        ax.legend(**LEGEND)
+    figures.mark_diverged(fig, records.summary, empty=empty)
+    figures.save(fig, out)
+
+
+def _by_epoch(records: Records, method: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per key, the (epochs, seeds) values of `method`'s epochs that did not diverge; NaN where
+    a seed has none."""
+    seeds = records.config["seeds"]
+    epochs = records.config["config"]["epochs"]
+    values = {key: np.full((epochs, len(seeds)), np.nan) for key in keys}
+    for column, seed in enumerate(seeds):
+        for point in records.series(seed=seed, method=method):
+            if point.get("diverged"):
+                continue
+            for key in keys:
+                if point.get(key) is not None:
+                    values[key][point["epoch"] - 1, column] = point[key]
+    return values
+
+
+def _label(method: str) -> str:
+    if method in CONTROL_ARMS:
+        train, lr = CONTROL_ARMS[method]
+        return f"{'never-patched' if train == 'subset' else 'all'} images, {LABELS[lr]}"
+    return LABELS.get(method, method)
 
 
 def _mark_anneals(ax, schedule: str, epochs: int) -> None:

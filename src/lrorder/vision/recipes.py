@@ -18,6 +18,7 @@ from lrorder.core.rundir import Records
 from lrorder.vision import data
 from lrorder.vision.config import (
     CONTROL_ARMS,
+    EVALS,
     LABELS,
     LAST,
     ControlConfig,
@@ -35,6 +36,7 @@ QUICK_PATCH = {**QUICK, "epochs": 14, "lr_large": 0.5, "lr_small": 0.02}
 TOLERANCE = 2.5  # accuracy points: one seed, and the JPEG copy of CIFAR-10 costs a little
 RANKED = ("large", "small_noise", "small")  # the paper's order, best first
 BEFORE = "before_anneal"  # the reading of a series in the epoch before the large LR's anneal
+MATCHED_FIGURE = "test_vs_train_loss.png"  # validation accuracy against train loss, every recipe
 
 
 def at_paper_settings(config) -> bool:
@@ -63,12 +65,14 @@ def _order(metrics: dict[Metric, list[float]], flag: str, key: str) -> None:
 
 
 def _arms(ctx, arms, patched: bool) -> tuple[list, dict[Metric, list[float]]]:
-    """Train `arms` (experiment.Arm) for every seed; their histories and accuracy metrics."""
+    """Train `arms` (experiment.Arm) for every seed; their histories, and their accuracy metrics
+    at the end and at the matched train loss."""
     from lrorder.vision import experiment
 
     histories = experiment.run_arms(ctx, ctx.config, arms, patched)
-    return histories, experiment.accuracy_metrics(histories, [arm.name for arm in arms],
-                                                  experiment.EVALS[patched], ctx.config.epochs)
+    names, evals, epochs = [arm.name for arm in arms], EVALS[patched], ctx.config.epochs
+    return histories, {**experiment.accuracy_metrics(histories, names, evals, epochs),
+                       **experiment.matched_loss_metrics(histories, names, evals, epochs)}
 
 
 class VisionRecipe(Recipe):
@@ -115,11 +119,13 @@ class CifarTable1(VisionRecipe):
         from lrorder.vision import plots
 
         plots.figure1(records, figure_dir / "figure1_accuracy.png")
+        plots.test_vs_train_loss(records, figure_dir / MATCHED_FIGURE, EVALS[False], tuple(LABELS))
 
     def discuss(self, records: Records) -> list[str]:
         config = records.config["config"]
         return [f"Noise decayed per {config['noise_decay']} (sigma0 {config['sigma0']}, x"
-                f"{config['sigma_decay']}). " + _ranking(records, "val_acc")]
+                f"{config['sigma_decay']}). " + _ranking(records, "val_acc"),
+                *_at_matched(records, "val_acc")]
 
 
 @register
@@ -164,6 +170,7 @@ class CifarPatch(VisionRecipe):
         config = PatchConfig(**{k: v for k, v in records.config["config"].items()
                                 if k in ("epochs", "lr_schedule")})
         plots.figure3(records, figure_dir / "figure3_patch.png", config.anneal_epoch())
+        plots.test_vs_train_loss(records, figure_dir / MATCHED_FIGURE, EVALS[True], tuple(LABELS))
 
     def discuss(self, records: Records) -> list[str]:
         before = {m: stats["mean"] for m in LABELS
@@ -173,7 +180,7 @@ class CifarPatch(VisionRecipe):
         first = max(before, key=lambda m: before[m] if before[m] is not None else float("-inf"))
         config = records.config["config"]
         anneal = PatchConfig(epochs=config["epochs"], lr_schedule=config["lr_schedule"]).anneal_epoch()
-        return [_ranking(records, "clean_acc"),
+        return [_ranking(records, "clean_acc"), *_at_matched(records, "clean_acc"),
                 f"Patch-only accuracy in the epoch before the anneal (epoch {anneal - 1}): "
                 + ", ".join(f"{LABELS[m]} {_percent(records.metric('patch_acc', m, BEFORE))}" for m in before)
                 + f" (chance is 10%): {LABELS[first]} learns the memorizable patch first "
@@ -202,13 +209,19 @@ class CifarPatchControl(VisionRecipe):
         arms = [Arm(m, lrs[CONTROL_ARMS[m][1]], CONTROL_ARMS[m][0]) for m in c.methods]
         return _arms(ctx, arms, patched=False)[1]
 
+    def draw(self, records: Records, figure_dir: Path) -> None:
+        from lrorder.vision import plots
+
+        plots.test_vs_train_loss(records, figure_dir / MATCHED_FIGURE, EVALS[False], tuple(CONTROL_ARMS))
+
     def discuss(self, records: Records) -> list[str]:
         measured = ", ".join(f"{metric.method} {_percent(stats)}"
                              for metric, stats in records.find(quantity="val_acc", reading=f"last{LAST}"))
         return [f"Mean validation accuracy over the last {LAST} epochs: {measured} (paper: 65 / 76 "
                 "on the never-patched 10,000, 83 / 90 on all, small / large LR). The paper's reading: "
                 "small LR on the patch set (69.89%) is close to small LR on the 10,000 never-patched "
-                "images (65%), so it learns the clean images mostly from those."]
+                "images (65%), so it learns the clean images mostly from those.",
+                *_at_matched(records, "val_acc")]
 
 
 def _percent(stats) -> str:
@@ -222,3 +235,22 @@ def _ranking(records: Records, key: str) -> str:
     return (f"Mean {key.replace('_', ' ')} over the last {LAST} epochs: "
             + " > ".join(f"{LABELS[m]} {_percent(last[m])}" for m in ranked)
             + " (paper: large LR + anneal > small LR + noise > small LR).")
+
+
+def _at_matched(records: Records, key: str) -> list[str]:
+    """One sentence (none for a run without a matched loss): each arm's accuracy `key` at the
+    matched train loss, the papers' yardstick, beside its final accuracy."""
+    level = records.metric("matched_loss")
+    found = records.find(quantity=f"{key}_at_matched_loss")
+    if level is None or level["mean"] is None or not found:
+        return []
+    arms = []
+    for metric, stats in found:
+        epoch = records.metric("epoch_at_matched_loss", metric.method)
+        when = ("epoch n/a" if epoch is None or epoch["mean"] is None
+                else f"{'mean ' if len(epoch['per_seed']) > 1 else ''}epoch {epoch['mean']:g}")
+        arms.append(f"{LABELS.get(metric.method, metric.method)} {_percent(stats)} ({when}; "
+                    f"final {_percent(records.metric(key, metric.method))})")
+    return [f"At the matched train loss {level['mean']:.3g} (the lowest every arm that finished "
+            f"reaches; the papers compare methods there, not after equal epochs), {key.replace('_', ' ')}: "
+            + ", ".join(arms) + "."]
