@@ -41,7 +41,9 @@ def lines(out):
 
 def test_the_resume_point_is_plain_data_with_its_documented_schema(killed):
     point = torch.load(killed / rundir.STATE, weights_only=True)  # no pickled code to run
-    assert set(point) == {"version", "metrics_bytes", "finished", "current", "partial", "problems"}
+    assert set(point) == {"version", "metrics_bytes", "finished", "current", "partial", "problems",
+                          "resumed_on"}
+    assert point["resumed_on"] == []  # the first part's device is config.json's
     assert point["version"] == STATE_VERSION and list(point["finished"]) == ["seed 0", "seed 1"]
     assert point["metrics_bytes"] == (killed / rundir.METRICS).stat().st_size
     assert point["finished"]["seed 1"]["test_loss_ratio"] == pytest.approx(2.0, abs=0.1)
@@ -53,6 +55,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(killed, tmp_path):
     assert run("run", "convex-claim1", "--seeds", 3, "--out", whole, *FAST) == 0
     resumed, reference = (json.loads((d / rundir.SUMMARY).read_text()) for d in (killed, whole))
     assert resumed["metrics"]["test_loss_ratio"] == reference["metrics"]["test_loss_ratio"]
+    assert resumed["devices"] == ["cpu", "cpu"] and reference["devices"] == ["cpu"]  # numpy: the CPU
     def timeless(out):
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines(out)]
 

@@ -138,3 +138,22 @@ def test_the_accumulated_signal_is_lemma_52s_sum_of_decayed_gradients():
     for got, want in zip(state.signal, expected):
         assert float(want.norm()) > 1e-3
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_state_from_another_kind_of_device_resumes_on_a_stream_from_the_seed_and_step():
+    """A CUDA generator's state does not fit a CPU generator: the run goes on, reproducibly."""
+    ls = optim.large_then_small(eta1=0.3, eta2=0.01, eps1=-10.0, eps2=-10.0, anneal_at=3)
+    finals = []
+    for _ in range(2):
+        run, state, _ = trainer([ls])
+        run.step(state)
+        state.rng = torch.zeros(SEEDS, 16, dtype=torch.uint8)  # a CUDA (Philox) state's size
+        again, _, _ = trainer([ls])
+        again.resume(state)
+        again.step(state)
+        finals.append(state.weights[0].clone())
+    torch.testing.assert_close(finals[0], finals[1])
+    run, state, _ = trainer([ls])
+    run.step(state)
+    run.step(state)
+    assert not torch.equal(state.weights[0], finals[0])  # another stream than the uninterrupted run's

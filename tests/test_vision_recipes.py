@@ -2,21 +2,27 @@
 
 import hashlib
 import json
+import math
 import time
 
 import pytest
+import torch
 
 from lrorder.cli import main
 from lrorder.core.config import resolve
 from lrorder.core.recipe import get_recipe, profile_values
 from lrorder.vision import data, experiment
-from lrorder.vision.recipes import RANKED
+from lrorder.vision.config import ControlConfig, PatchConfig
+from lrorder.vision.recipes import RANKED, control_schedule
 from lrorder.vision.stacked import StackedTrainer
 from lrorder.vision.trainer import Method, Trainer
 
 # the paper's settings (full profile) on a tiny network, data set and run
 TINY = ["--profile", "full", "--set", "depth=10", "--set", "widen=1", "--set", "train_size=200",
         "--set", "test_size=100", "--set", "epochs=4"]
+# a test about the plain CPU path (its log order, exact resume, a patched `Trainer`) pins the
+# device: `auto` takes the stacked path on a machine with CUDA
+CPU = ["--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def patch_run(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("runs") / "patch"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(experiment, "PATCH_ONLY_SIZE", 100)
-        assert run("run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY) == 0
+        assert run("run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU) == 0
     return out
 
 
@@ -107,7 +113,7 @@ def killed_and_resumed(out, data_dir, monkeypatch, trainer, call, *sets):
         return original(self)
 
     monkeypatch.setattr(trainer, "run_epoch", dies)
-    argv = ["run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+    argv = ["run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
             "--set", "checkpoint_every=1", *sets]
     assert run(*argv) == 130
     assert run("run", "cifar-patch", "--out", out, "--resume") == 0
@@ -125,7 +131,8 @@ def test_fast_path_run_resumes_exactly_and_logs_what_the_plain_path_logs(tmp_pat
                                                                          monkeypatch):
     fast = ("--set", "fast=on")
     straight = tmp_path / "straight"
-    assert run("run", "cifar-patch", "--out", straight, "--set", f"data_dir={data_dir}", *TINY, *fast) == 0
+    assert run("run", "cifar-patch", "--out", straight, "--set", f"data_dir={data_dir}", *TINY, *CPU,
+               *fast) == 0
     resumed, lines = killed_and_resumed(tmp_path / "resumed", data_dir, monkeypatch, StackedTrainer, 3,
                                         *fast)
     reference, reference_lines = records(straight)
@@ -154,6 +161,10 @@ def test_table1_subset_of_methods_and_figure1(tmp_path, data_dir):
         "val_acc_large", "val_acc_large_last5", "val_acc_small", "val_acc_small_last5",
         "val_acc_small_noise", "val_acc_small_noise_last5"}
     assert {"val_acc_large", "val_acc_small_last5"} <= set(summary["metrics"])
+    for method in ("large", "small"):  # the best epoch, as the released code keeps it
+        accs = [p["val_acc"] for p in lines if p["method"] == method]
+        assert summary["metrics"][f"val_acc_{method}_best"]["per_seed"] == [max(accs)]
+        assert summary["metrics"][f"val_best_epoch_{method}"]["per_seed"] == [accs.index(max(accs)) + 1]
     # at 4 epochs the default anneals (30%, 60%, 75%) fall on epochs 2, 2 and 3
     assert [p["lr"] for p in lines if p["method"] == "large"] == pytest.approx([0.1, 0.004, 0.0008, 0.0008])
     assert (out / "figures" / "figure1_accuracy.png").exists()
@@ -166,7 +177,7 @@ def test_table1_subset_of_methods_and_figure1(tmp_path, data_dir):
 def test_diverged_method_is_a_status_not_a_traceback(tmp_path, data_dir, monkeypatch, capsys):
     monkeypatch.setattr(Trainer, "lr", lambda self, epoch: float("nan"))
     out = tmp_path / "nan"
-    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
                "--set", "methods=full_large") == 0
     summary, lines = records(out)
     assert summary["status"] == "diverged" and "epoch 1" in summary["problems"][0]
@@ -248,7 +259,7 @@ def test_a_divergence_before_a_kill_is_still_reported_after_the_resume(tmp_path,
 
     monkeypatch.setattr(Trainer, "run_epoch", dies_in_the_second_arm)
     out = tmp_path / "nan"
-    argv = ["run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+    argv = ["run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
             "--set", "methods=full_large,full_small", "--set", "checkpoint_every=1", "--set", "fast=off"]
     assert run(*argv) == 130
     assert run("run", "cifar-patch-control", "--out", out, "--resume") == 0
@@ -267,7 +278,7 @@ def test_an_exploding_or_non_finite_loss_is_a_divergence(tmp_path, data_dir, mon
     if evaluated is not None:
         monkeypatch.setattr(Trainer, "evaluate", lambda self: dict(evaluated))
     out = tmp_path / "exploding"
-    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
+    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
                "--set", "methods=full_large", *[a for s in sets for a in ("--set", s)]) == 0
     summary, lines = records(out)
     assert summary["status"] == "diverged" and summary["problems"][0].startswith(problem)
@@ -337,3 +348,124 @@ def test_a_corrupt_data_set_leaves_no_run_directory_and_skips_only_its_recipe(tm
     index = (tmp_path / "all" / "index.md").read_text()
     assert "## cifar-table1: skipped" in index and "truncated or corrupt" in index
     assert "[convex-lemma2](convex-lemma2/report.md): complete" in index
+
+
+def arm_history(clean, patch):
+    """An arm's epoch records (1-based epochs) with clean and patch-only accuracies."""
+    return [{"epoch": e, "clean_acc": c, "patch_acc": p} for e, (c, p) in enumerate(zip(clean, patch), 1)]
+
+
+def test_the_best_epoch_and_its_accuracy_are_read_per_set_beside_the_final_and_last5():
+    """Seed 0: large peaks in epoch 2 on clean images and in epoch 3 on patch-only ones; small
+    reaches its best twice and the first is kept. Seed 1: large is best at the end; small
+    diverged after 2 of 6 epochs."""
+    histories = [
+        {"large": arm_history([30, 62, 55, 61, 58, 60], [10, 11, 90, 12, 9, 10]),
+         "small": arm_history([40, 50, 50, 45, 44, 43], [99, 99, 98, 97, 96, 95])},
+        {"large": arm_history([20, 30, 40, 50, 60, 70], [12, 14, 13, 11, 10, 9]),
+         "small": arm_history([40, 41], [90, 91])},
+    ]
+    metrics = {m.name: values for m, values in
+               experiment.accuracy_metrics(histories, ["large", "small"], ("clean", "patch"), 6).items()}
+    assert metrics["clean_acc_large_best"] == [62, 70] and metrics["clean_best_epoch_large"] == [2, 6]
+    assert metrics["patch_acc_large_best"] == [90, 14] and metrics["patch_best_epoch_large"] == [3, 2]
+    assert metrics["clean_acc_large"] == [60, 70]
+    assert metrics["clean_acc_large_last5"] == pytest.approx([59.2, 50.0])
+    assert metrics["clean_acc_small_best"][0] == 50 and metrics["clean_best_epoch_small"][0] == 2
+    assert metrics["patch_acc_small_best"][0] == 99 and metrics["patch_best_epoch_small"][0] == 1
+    for name in ("clean_acc_small_best", "clean_best_epoch_small", "patch_acc_small_best",
+                 "patch_best_epoch_small", "clean_acc_small", "clean_acc_small_last5"):
+        assert math.isnan(metrics[name][1]), name
+
+
+def test_a_run_started_on_another_device_resumes_on_the_one_asked_for(tmp_path, data_dir, patch_run,
+                                                                      monkeypatch, capsys):
+    """A run started with CUDA (config.json says so) and killed goes on on the CPU with --device cpu
+    and ends as the uninterrupted CPU run; without --device, on a machine without CUDA, the resume
+    is refused in one line and touches nothing. (The first part ran on the CPU and config.json is
+    edited: there is no GPU here; the resume point's states are the CPU's, so the resume is exact.)"""
+    out = tmp_path / "moved"
+    calls = {"n": 0}
+    original = Trainer.run_epoch
+
+    def dies(self):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "run_epoch", dies)
+    assert run("run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
+               "--set", "checkpoint_every=1", "--set", "fast=off") == 130
+    stored = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**stored, "device": "cuda"}))
+    capsys.readouterr()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = (out / "metrics.jsonl").read_bytes(), (out / "state.pt").read_bytes()
+    assert run("run", "cifar-patch", "--out", out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device is visible: use --device cpu" in err and err.count("\n") == 1
+    assert ((out / "metrics.jsonl").read_bytes(), (out / "state.pt").read_bytes()) == before
+    assert run("run", "cifar-patch", "--out", out, "--resume", *CPU) == 0
+    resumed, lines = records(out)
+    reference, reference_lines = records(patch_run)
+    assert resumed["metrics"] == reference["metrics"]
+    assert without_seconds(lines) == without_seconds(reference_lines)
+    assert resumed["devices"] == ["cuda", "cpu"] and reference["devices"] == ["cpu"]
+    assert json.loads((out / "config.json").read_text())["device"] == "cuda"  # where it started
+    assert "devices cuda -> cpu (resumed)" in (out / "report.md").read_text()
+    assert run("run", "cifar-patch", "--out", out, "--resume") == 0  # finished: only re-rendered
+
+
+class UnitsOnly:
+    """A run context that records the units of work it is given and runs none of them."""
+
+    seeds = [0]
+
+    def __init__(self, started_on, device):
+        self.started_on, self.device = started_on, device
+
+    def each(self, units, work):
+        self.units = list(units)
+        return {name: {} for name in units}
+
+
+@pytest.mark.parametrize("started_on, device, units", [
+    ("cuda", "cpu", ["seed 0 large+small+small_noise"]),  # started stacked: goes on stacked
+    ("cpu", "cuda", ["seed 0 large", "seed 0 small", "seed 0 small_noise"]),
+])
+def test_a_resumed_run_keeps_the_units_of_the_device_it_started_on(started_on, device, units):
+    """`fast=auto` stacks the arms with CUDA only: a run resumed on another device must still find
+    the units (and their resume points) it started with."""
+    ctx = UnitsOnly(started_on, device)
+    arms = [experiment.Arm(name, Method(name, 0.1)) for name in ("large", "small", "small_noise")]
+    experiment.run_arms(ctx, PatchConfig(), arms, patched=True)
+    assert ctx.units == units
+
+
+def test_the_control_has_table1s_200_epoch_schedule_as_a_profile_and_its_report_names_the_schedule(
+        tmp_path, data_dir):
+    recipe = get_recipe("cifar-patch-control")
+    full, paper200 = (resolve(ControlConfig, profile_values(recipe, p)) for p in ("full", "paper200"))
+    assert (paper200.epochs, paper200.lr_schedule) == (200, "default")
+    assert {k: v for k, v in vars(paper200).items() if k not in ("epochs", "lr_schedule")} == {
+        k: v for k, v in vars(full).items() if k not in ("epochs", "lr_schedule")}
+    assert "paper200" in recipe.cost
+    # Table 1's anneals: x0.2 at epochs 60, 120 and 150 of 200
+    line = control_schedule(vars(paper200))
+    assert line.startswith("Schedule run: 200 epochs, large LR 0.1 (default: x0.2 at epoch 60, "
+                           "x0.2 at epoch 120, x0.2 at epoch 150), small LR 0.004 fixed.")
+    assert "likely come from 200-epoch runs" in line
+    assert control_schedule(vars(full)).startswith(
+        "Schedule run: 60 epochs, large LR 0.1 (decay_early: x0.04 at epoch 30)")
+    # the section's numbers are judged at both paper-sized schedules, never on a miniature
+    assert set(recipe.paper(paper200)) == set(recipe.paper(full)) == {
+        f"val_acc_{arm}{reading}" for arm in ("subset_small", "subset_large", "full_small", "full_large")
+        for reading in ("", "_last5")}
+    out = tmp_path / "control"
+    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}",
+               *TINY, "--profile", "paper200", "--set", "epochs=3",
+               "--set", "methods=full_large", *CPU) == 0
+    assert recipe.paper(resolve(ControlConfig, json.loads((out / "config.json").read_text())["config"])) == {}
+    assert ("Schedule run: 3 epochs, large LR 0.1 (default: x0.2 at epoch 2, x0.2 at epoch 2, "
+            "x0.2 at epoch 2), small LR 0.004 fixed.") in (out / "report.md").read_text()

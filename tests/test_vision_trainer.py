@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lrorder.vision import experiment
-from lrorder.vision.trainer import Method, Optimisation, Trainer
+from lrorder.vision.trainer import Method, Optimisation, Trainer, resumed_seed
 from lrorder.vision.wrn import WideResNet
 
 NOISY = Method("small_noise", 0.05, "2:0.1", sigma0=0.3, sigma_decay=0.9, sigma_per="iteration")
@@ -67,6 +67,47 @@ def test_resume_from_a_checkpoint_is_exact(trainer):
         assert [r[key] for r in tail] == [r[key] for r in records[1:]]
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def saved_and_loaded(state):
+    """`state` through a file, as a resume point is (a live state dict shares the trainer's tensors)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def as_if_from_cuda(state):
+    """A checkpoint as a CUDA run stores it, saved and loaded: its generator states are CUDA's (a
+    Philox seed and offset, 16 bytes), which no CPU generator can take."""
+    philox = torch.tensor(list(range(16)), dtype=torch.uint8)
+    return saved_and_loaded({**state, "device": "cuda",
+                             "generators": {name: philox for name in state["generators"]}})
+
+
+def test_a_checkpoint_from_another_device_type_resumes_with_streams_from_the_seed_and_epoch(trainer):
+    first = trainer()
+    first.run_epoch()
+    resumed, again = trainer(), trainer()
+    resumed.load_state_dict(as_if_from_cuda(first.state_dict()))
+    again.load_state_dict(as_if_from_cuda(first.state_dict()))
+    for a, b in zip(first.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(first.optimizer.state.values(), resumed.optimizer.state.values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert (resumed.epoch, resumed.iteration) == (1, 3)
+    for name, generator in resumed.generators.items():  # seed 0, after epoch 1
+        reseeded = torch.Generator().manual_seed(resumed_seed(0, 1, name))
+        assert torch.equal(generator.get_state(), reseeded.get_state())
+    assert resumed.model.noise.generator is resumed.generators["noise"]
+    tail = resumed.run_epoch()
+    assert tail["train_loss"] == again.run_epoch()["train_loss"]  # reproducible
+    exact = trainer()
+    exact.load_state_dict(saved_and_loaded(first.state_dict()))  # same device type: exact
+    assert exact.run_epoch()["train_loss"] != tail["train_loss"]
+    seeds = {resumed_seed(seed, epoch, stream) for seed in (0, 1) for epoch in (1, 2)
+             for stream in ("data", "noise", "eval")}
+    assert len(seeds) == 12 and not seeds & {seed * 1000 + i for seed in (0, 1) for i in range(3)}
 
 
 def test_a_non_finite_loss_stops_with_diverged_and_the_epoch(trainer):

@@ -100,7 +100,8 @@ def train_loss_axis(ax, matched: float | None = None) -> None:
     ax.set_xscale("log")
     if not ax.xaxis_inverted():
         ax.invert_xaxis()
-    plain_log_ticks(ax.xaxis)
+    low, high = sorted(ax.get_xlim())
+    plain_log_ticks(ax.xaxis, at=np.unique([float(f"{v:.2g}") for v in np.geomspace(low, high, 5)]))
     ax.set_xlabel("train loss (decreasing as training goes on)")
     if matched is not None and np.isfinite(matched):
         ax.axvline(matched, color="k", linestyle=":", linewidth=1, label=f"matched loss {matched:.3g}")

@@ -10,10 +10,13 @@ runs them through `RunContext.each`; a unit may also record a resume point of it
     current         the unit a partial state belongs to, or None
     partial         that unit's state part way (weights, optimizer and generator states, history)
     problems        what the summary will report (divergence of a method, seed and where)
+    resumed_on      the device of each resumed part that saved this point, in order (config.json
+                    has the start device; a run may go on on another device than it started on)
 
 Results and partial states hold tensors, numbers, strings, None and lists/tuples/dicts of them
 only, so the point is saved atomically with `torch.save` and loaded with `weights_only=True`:
-loading a resume point never runs code.
+loading a resume point never runs code. It is loaded on the CPU whatever device wrote it; the
+recipe moves what it resumes to the run's device.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class ResumePoint:
     current: str | None = None
     partial: Any = None
     problems: list[str] = dataclasses.field(default_factory=list)
+    resumed_on: list[str] = dataclasses.field(default_factory=list)  # absent from older points
 
     def save(self, path: Path) -> None:
         import torch

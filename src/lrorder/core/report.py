@@ -102,6 +102,13 @@ def verdict_sentence(summary: Mapping[str, Any]) -> str:
             f"these do not: {'; '.join(misses)}.{untested}")
 
 
+def _where(config: dict[str, Any], summary: dict[str, Any]) -> str:
+    """`device D`, or, for a run resumed on other devices, each part's in order (`cuda -> cpu`)."""
+    devices = summary.get("devices") or [config["device"]]
+    return (f"device {devices[0]}" if len(set(devices)) == 1
+            else f"devices {' -> '.join(devices)} (resumed)")
+
+
 def render(path: Path) -> str:
     """Redraw the figures of the run at `path` and write its report.md; returns the report."""
     records = rundir.Records(path)
@@ -121,7 +128,7 @@ def render(path: Path) -> str:
         versions = config.get("versions", {})
         lines += [
             f"Status: **{summary['status']}** · profile {config['profile']} · "
-            f"seeds {', '.join(map(str, summary['seeds']))} · device {config['device']} · "
+            f"seeds {', '.join(map(str, summary['seeds']))} · {_where(config, summary)} · "
             f"{summary['elapsed_s']:.1f} s · lrorder {versions.get('lrorder')} "
             f"(commit {config.get('git_commit') or 'unknown'}) · torch {versions.get('torch')}", ""]
         if summary.get("problems"):

@@ -35,14 +35,25 @@ class RunContext:
     """What a recipe's `run` sees: its config and seeds, a logger, and the resume protocol.
 
     Work is done in named units (`each`), so a killed run resumes after its last finished unit,
-    or inside the unit at its last `checkpoint` (see `lrorder.core.progress`).
+    or inside the unit at its last `checkpoint` (see `lrorder.core.progress`). `device` is where
+    this part of the run computes; `started_on` is the device the run started on (config.json's),
+    which differs when a resumed run goes on elsewhere: a recipe whose units depend on the device
+    (the vision recipes' groups of arms) chooses them by `started_on`, so a resumed run finds its
+    units.
     """
 
     def __init__(self, recipe: Recipe, config: Any, seeds: list[int], device: str, path: Path,
-                 point: ResumePoint, metrics: rundir.MetricsLog):
+                 point: ResumePoint, metrics: rundir.MetricsLog, started_on: str | None = None):
         self.recipe, self.config, self.seeds, self.device, self.path = (
             recipe, config, seeds, device, path)
+        self.started_on = started_on or device
         self.metrics, self._point, self._unit = metrics, point, None
+
+    @property
+    def devices(self) -> list[str]:
+        """Where each part of the run computed: the start device, then that of every resumed part
+        that saved a resume point (the summary's `devices`)."""
+        return [self.started_on, *self._point.resumed_on]
 
     @property
     def problems(self) -> list[str]:
@@ -95,7 +106,9 @@ class RunContext:
         self._point.problems.append(where)
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: str, asked_by: str = "--device cuda was asked for") -> str:
+    """`requested` (auto, cpu, cuda) made concrete; cuda without a visible CUDA device is refused
+    in one line, which begins with `asked_by`."""
     if requested == "cpu":
         return "cpu"
     import torch
@@ -103,7 +116,7 @@ def resolve_device(requested: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     if requested == "cuda":
-        raise UserError("--device cuda was asked for but no CUDA device is visible: use --device cpu")
+        raise UserError(f"{asked_by} but no CUDA device is visible: use --device cpu")
     return "cpu"
 
 
@@ -154,7 +167,8 @@ def default_out(recipe: Recipe, profile: str) -> Path:
 
 
 def _resumed(recipe: Recipe, out: Path, sets: Sequence[str], asked: Mapping[str, Any]) -> tuple:
-    """The stored config, seeds, device and profile of the run in `out`, which asked must match."""
+    """The stored config, seeds, start device and profile of the run in `out`; what is `asked`
+    (profile, seeds) must match them."""
     stored = rundir.Records(out).config
     if stored["recipe"] != recipe.name:
         raise UserError(f"{out} holds a {stored['recipe']} run, not {recipe.name}: "
@@ -176,20 +190,30 @@ def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: S
 
     `profile`, `seeds` and `device` default to quick, the recipe's seeds and auto; `values` (a
     stored run's resolved config) replaces the profile's values; a resumed run keeps what it
-    started with. Everything that can be checked (config, data, device) is checked before the
-    first write.
+    started with, except the device: it goes on on `device`, or where it started when none is
+    asked (config.json keeps the start device; summary.json's `devices` lists every part's).
+    Everything that can be checked (config, data, device) is checked before the first write.
     """
     out = Path(out)
-    if resume and (out / rundir.CONFIG).exists():
-        asked = {"profile": profile, "seeds": None if seeds is None else check_seeds(seeds),
-                 "device": resolve_device(device) if device and recipe.uses_torch else None}
-        config, chosen_seeds, device, profile = _resumed(recipe, out, sets, asked)
+    resumed = resume and (out / rundir.CONFIG).exists()
+    if resumed:
+        asked = {"profile": profile, "seeds": None if seeds is None else check_seeds(seeds)}
+        config, chosen_seeds, started_on, profile = _resumed(recipe, out, sets, asked)
+        if not recipe.uses_torch:
+            device = "cpu"
+        elif device:
+            device = resolve_device(device)
+        elif _finished(out):  # nothing left to compute: the report is only rendered again
+            device = started_on
+        else:  # where it started; a stored cuda run on a machine without CUDA is refused here
+            device = resolve_device(started_on, f"{out} resumes on {started_on}, where it started "
+                                                "(no --device was given),")
     else:
         profile = profile or "quick"
         base = profile_values(recipe, profile) if values is None else values
         config = cfg.resolve(recipe.Config, base, cfg.split_assignments(sets))
         chosen_seeds = check_seeds(range(recipe.default_seeds) if seeds is None else seeds)
-        device = resolve_device(device or "auto") if recipe.uses_torch else "cpu"
+        device = started_on = resolve_device(device or "auto") if recipe.uses_torch else "cpu"
     missing = recipe.missing_data(config)
     if missing:
         raise UserError(missing)
@@ -198,8 +222,8 @@ def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: S
 
         require()  # the optional package, checked before anything is written
     rundir.prepare(out, resume)
-    finished = rundir.Records(out).summary if (out / rundir.SUMMARY).exists() else None
-    if finished and finished["status"] in FINAL:
+    finished = _finished(out)
+    if finished:
         report.render(out)
         return finished
     if not (out / rundir.CONFIG).exists():
@@ -209,7 +233,10 @@ def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: S
             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             **provenance()})
     metrics = rundir.MetricsLog(out / rundir.METRICS, LiveWriter(out) if tensorboard else None)
-    ctx = RunContext(recipe, config, chosen_seeds, device, out, _resume_point(out, metrics), metrics)
+    point = _resume_point(out, metrics)
+    if resumed:
+        point.resumed_on.append(device)  # kept once this part saves a resume point
+    ctx = RunContext(recipe, config, chosen_seeds, device, out, point, metrics, started_on)
     start = time.perf_counter()
     try:
         results = recipe.run(ctx)
@@ -217,11 +244,17 @@ def run_recipe(recipe: Recipe, out: Path, *, profile: str | None = None, sets: S
         if metrics.listener is not None:
             metrics.listener.close()
     summary = summarize(recipe, config, chosen_seeds, results, ctx.problems,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, ctx.devices)
     rundir.write_json(out / rundir.SUMMARY, summary)
     (out / rundir.STATE).unlink(missing_ok=True)
     report.render(out)
     return summary
+
+
+def _finished(out: Path) -> dict[str, Any] | None:
+    """The summary of the run in `out` if it is finished (complete or diverged), else None."""
+    summary = rundir.Records(out).summary if (out / rundir.SUMMARY).exists() else None
+    return summary if summary and summary["status"] in FINAL else None
 
 
 def _resume_point(out: Path, metrics: rundir.MetricsLog) -> ResumePoint:
@@ -241,7 +274,9 @@ def _resume_point(out: Path, metrics: rundir.MetricsLog) -> ResumePoint:
 
 
 def summarize(recipe: Recipe, config: Any, seeds: list[int], metrics: Mapping[Metric, Sequence[float]],
-              problems: list[str], elapsed: float) -> dict[str, Any]:
+              problems: list[str], elapsed: float, devices: Sequence[str] = ()) -> dict[str, Any]:
+    """summary.json's content; `devices` says where each part of the run computed (the start
+    device first, then each resumed part's)."""
     paper = recipe.paper(config)
     return {
         "recipe": recipe.name,
@@ -252,6 +287,7 @@ def summarize(recipe: Recipe, config: Any, seeds: list[int], metrics: Mapping[Me
         "paper": {name: claim.value for name, claim in paper.items()},
         "paper_claims": {name: claim.as_dict() for name, claim in paper.items()},
         "elapsed_s": round(elapsed, 3),
+        "devices": list(devices),
     }
 
 

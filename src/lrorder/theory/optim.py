@@ -112,9 +112,15 @@ class Trainer:
         return State(0, weights, torch.zeros_like(never), never.clone(), never.clone(), self._rng(), signal)
 
     def resume(self, state: State) -> None:
-        """Continue every seed's noise stream where `state` was taken."""
+        """Continue every seed's noise stream where `state` was taken. A state taken on another
+        kind of device (CPU and CUDA generators differ) cannot be continued: the stream goes on
+        from a seed made of the seed's own and the step, reproducible but not the uninterrupted
+        run's."""
         for gen, rng in zip(self.gens, state.rng):
-            gen.set_state(rng.clone())  # a state of its own: set_state reads the storage from its start
+            if rng.numel() == gen.get_state().numel():
+                gen.set_state(rng.clone())  # a state of its own: set_state reads the storage from its start
+            else:
+                gen.manual_seed(gen.initial_seed() * 1_000_003 + state.step)
 
     def _rng(self) -> torch.Tensor:
         return torch.stack([gen.get_state() for gen in self.gens])

@@ -203,7 +203,7 @@ def test_vs_train_loss(records: Records, methods: list[str], out: Path) -> None:
 
 
 MECHANISM = (
-    ("w_signal", "Lemma 5.2: |accumulated gradient of W|_F", "symlog"),
+    ("w_signal", "Lemma 5.2: |accumulated gradient of W|_F", "log"),
     ("w_margin_p_only", "Lemma 5.3: mean margin y r(x) on P-only train", "linear"),
     ("w_alignment", "cos(alpha, w*): r(x) - r(-x) = 2 <alpha, x>", "linear"),
     ("train_loss", "train loss per example type", "linear"),
@@ -222,7 +222,7 @@ def mechanism(records: Records, methods: list[str], out: Path) -> None:
     example type; anneals marked."""
     fig, axes = figures.figure(columns=2, rows=2, width=5.0, height=3.6)
     for ax, (key, title, scale) in zip(axes.flat, MECHANISM):
-        names = [name for name in STYLES if name.startswith(key)] or [key]
+        names = [name for name in STYLES if key in name] or [key]
         for i, method in enumerate(methods):
             for name in names:
                 steps, values = per_seed_series(records, method, name)
@@ -234,7 +234,7 @@ def mechanism(records: Records, methods: list[str], out: Path) -> None:
         _anneals(ax, records, methods)
         ax.set_yscale(scale)
         ax.set(xlabel="iteration", title=title)
-        if ax.get_legend_handles_labels()[0]:
+        if len(names) > 1 and ax.lines:  # the panels whose line styles need a key
             ax.legend(fontsize=7, framealpha=0.9)
     empty = [ax for ax in axes.flat if not ax.lines]
     figures.mark_diverged(fig, records.summary, empty=empty)

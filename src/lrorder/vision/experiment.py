@@ -92,9 +92,15 @@ def _subset(n: int, size: int | None, generator: torch.Generator) -> np.ndarray:
 
 def run_arms(ctx, config: VisionConfig, arms: list[Arm], patched: bool) -> list[dict[str, History]]:
     """Train every arm of every seed, one unit of work per seed and group of arms; returns, per
-    seed of `ctx.seeds`, each arm's history (shorter than `epochs` for an arm that diverged)."""
+    seed of `ctx.seeds`, each arm's history (shorter than `epochs` for an arm that diverged).
+
+    Whether arms train stacked follows the device the run started on (`ctx.started_on`), not the
+    one a resumed part runs on: the units and their resume points stay those the run began with
+    (a run started with CUDA and resumed on the CPU goes on stacked, one started on the CPU goes
+    on one arm at a time on CUDA)."""
+    fast = config.fast_on(ctx.started_on)
     units = {f"seed {seed} {'+'.join(arm.name for arm in group)}": (seed, group)
-             for seed in ctx.seeds for group in _groups(arms, config.fast_on(ctx.device))}
+             for seed in ctx.seeds for group in _groups(arms, fast)}
     built: dict[str, Any] = {}
 
     def train(unit: tuple[int, list[Arm]], partial: dict[str, Any] | None) -> dict[str, History]:
@@ -104,7 +110,7 @@ def run_arms(ctx, config: VisionConfig, arms: list[Arm], patched: bool) -> list[
             torch.manual_seed(seed)
             initial = WideResNet(config.depth, config.widen, channels=setting.channels).state_dict()
             built.update(seed=seed, setting=setting, initial=initial)
-        return _train_group(ctx, config, group, built["setting"], built["initial"], seed, partial)
+        return _train_group(ctx, config, group, built["setting"], built["initial"], seed, partial, fast)
 
     with cudnn_autotune(ctx.device):
         results = ctx.each(units, train)
@@ -135,14 +141,15 @@ def _groups(arms: list[Arm], fast: bool) -> list[list[Arm]]:
 
 
 def _trainer(config: VisionConfig, arms: list[Arm], setting: Setting, initial: Mapping[str, Any],
-             seed: int, device: str):
-    """The trainer of a group and a function running one epoch of it: one record per arm."""
+             seed: int, device: str, fast: bool):
+    """The trainer of a group (stacked if `fast`) and a function running one epoch of it: one
+    record per arm."""
     models = []
     for _ in arms:
         models.append(WideResNet(config.depth, config.widen, channels=setting.channels))
         models[-1].load_state_dict(initial)
     train = setting.trains[arms[0].train]
-    if config.fast_on(device):
+    if fast:
         trainer = StackedTrainer(models, [arm.method for arm in arms], config.optimisation(), train,
                                  setting.evals, seed, device, graph=config.cuda_graph,
                                  precision=config.precision)
@@ -153,10 +160,11 @@ def _trainer(config: VisionConfig, arms: list[Arm], setting: Setting, initial: M
 
 
 def _train_group(ctx, config: VisionConfig, arms: list[Arm], setting: Setting, initial: Mapping[str, Any],
-                 seed: int, partial: dict[str, Any] | None) -> dict[str, History]:
+                 seed: int, partial: dict[str, Any] | None, fast: bool) -> dict[str, History]:
     """Train the arms of one group to the end (an arm that diverges stops, the others go on);
-    returns each arm's history."""
-    trainer, run_epoch = _trainer(config, arms, setting, initial, seed, ctx.device)
+    returns each arm's history. `partial` may come from another device (see
+    `trainer.restore_generators`)."""
+    trainer, run_epoch = _trainer(config, arms, setting, initial, seed, ctx.device, fast)
     history: dict[str, History] = {arm.name: [] for arm in arms}
     if partial is not None:
         trainer.load_state_dict(partial["trainer"])
@@ -199,17 +207,22 @@ def divergence(record: Mapping[str, Any], evals: tuple[str, ...], max_loss: floa
 
 def accuracy_metrics(histories: list[dict[str, History]], arms: list[str], evals: tuple[str, ...],
                      epochs: int) -> dict[Metric, list[float]]:
-    """Per arm and validation set, per seed: the final epoch's accuracy (`{set}_acc_{arm}`) and
-    the mean of the last epochs (`..._last5`); NaN for an arm that diverged before its end."""
+    """Per arm and validation set, per seed: the final epoch's accuracy (`{set}_acc_{arm}`), the
+    mean of the last epochs (`..._last5`), the best epoch's accuracy (`..._best`, what the
+    released code keeps) and that epoch, 1-based, the first if several tie
+    (`{set}_best_epoch_{arm}`); NaN for an arm that diverged before its end."""
     metrics: dict[Metric, list[float]] = {}
     for arm in arms:
         for name in evals:
             key = f"{name}_acc"
-            accs = [[r[key] for r in per_seed[arm]] if len(per_seed[arm]) == epochs else None
-                    for per_seed in histories]
+            finished = [per_seed[arm] if len(per_seed[arm]) == epochs else None for per_seed in histories]
+            accs = [[r[key] for r in history] if history else None for history in finished]
+            best = [history[int(np.argmax(a))] if a else None for history, a in zip(finished, accs)]
             metrics[Metric(key, arm)] = [a[-1] if a else math.nan for a in accs]
             metrics[Metric(key, arm, f"last{LAST}")] = [float(np.mean(a[-LAST:])) if a else math.nan
                                                         for a in accs]
+            metrics[Metric(key, arm, "best")] = [r[key] if r else math.nan for r in best]
+            metrics[Metric(f"{name}_best_epoch", arm)] = [r["epoch"] if r else math.nan for r in best]
     return metrics
 
 

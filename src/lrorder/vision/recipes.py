@@ -9,7 +9,9 @@ run); the full profile is the paper's size and wants a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from lrorder.core.config import describe
 from lrorder.core.metrics import Metric
@@ -26,6 +28,7 @@ from lrorder.vision.config import (
     Table1Config,
     VisionConfig,
 )
+from lrorder.vision.schedules import milestones
 
 PAPER = "Li, Wei & Ma (2019), Towards explaining the regularization effect of initial large learning rate"
 QUICK = {"depth": 10, "widen": 1, "train_size": 4000, "test_size": 1000}
@@ -33,24 +36,30 @@ QUICK = {"depth": 10, "widen": 1, "train_size": 4000, "test_size": 1000}
 # the large LR stays 25x larger (its anneal lands on the small LR), and the patch is made easier
 # (beta 0.6), the paper's own knob "so that [both LRs] don't both ignore the patch".
 QUICK_PATCH = {**QUICK, "epochs": 14, "lr_large": 0.5, "lr_small": 0.02}
+# Table 1's schedule (the released code's `default` at 200 epochs: x0.2 at 60, 120, 150), every
+# other setting the control's full profile
+PAPER200 = {"epochs": 200, "lr_schedule": "default"}
 TOLERANCE = 2.5  # accuracy points: one seed, and the JPEG copy of CIFAR-10 costs a little
 RANKED = ("large", "small_noise", "small")  # the paper's order, best first
 BEFORE = "before_anneal"  # the reading of a series in the epoch before the large LR's anneal
 MATCHED_FIGURE = "test_vs_train_loss.png"  # validation accuracy against train loss, every recipe
 
 
-def at_paper_settings(config) -> bool:
-    """Whether every field the paper fixes has the paper's value (and the data is all of it)."""
+def at_paper_settings(config, instead: Mapping[str, Any] | None = None) -> bool:
+    """Whether every field the paper fixes has the paper's value, or the one `instead` gives it
+    (and the data is all of it)."""
+    instead = instead or {}
     return (config.train_size is None and config.test_size is None
-            and all(getattr(config, f.name) == f.paper for f in describe(type(config))
-                    if f.paper is not None))
+            and all(getattr(config, f.name) == instead.get(f.name, f.paper)
+                    for f in describe(type(config)) if f.paper is not None))
 
 
-def _claims(config, quantity: str, values: dict[str, float], source: str) -> dict[str, PaperValue]:
+def _claims(config, quantity: str, values: dict[str, float], source: str,
+            instead: Mapping[str, Any] | None = None) -> dict[str, PaperValue]:
     """The paper's accuracy `quantity` of each arm, for the final epoch and for the mean of the
-    last epochs; only for a run at the paper's settings (a miniature is not judged against the
-    full-size numbers)."""
-    if not at_paper_settings(config):
+    last epochs; only for a run at the paper's settings (or those with `instead`'s values: a
+    miniature is not judged against the full-size numbers)."""
+    if not at_paper_settings(config, instead):
         return {}
     return {Metric(quantity, arm, reading).name: PaperValue(value, source, "≈", TOLERANCE)
             for arm, value in values.items() for reading in (None, f"last{LAST}")}
@@ -193,12 +202,16 @@ class CifarPatchControl(VisionRecipe):
     description = "control for the patch experiment: clean training on the 10,000 never-patched images or all"
     reference = f"{PAPER}, Section H.2 (control experiment)"
     Config = ControlConfig
-    profiles = {"quick": QUICK_PATCH, "full": {}}
-    cost = {"quick": "~3 min CPU", "full": "~10 min GPU (est.)"}
+    # full: the patch experiment's 60 epochs (this project's choice, the section's own schedule);
+    # paper200: Table 1's 200 epochs and anneals, which the paper's 83 / 90 on all images resemble
+    profiles = {"quick": QUICK_PATCH, "full": {}, "paper200": PAPER200}
+    cost = {"quick": "~3 min CPU", "full": "~10 min GPU (est.)", "paper200": "~35 min GPU (est.)"}
 
     def paper(self, config: ControlConfig) -> dict[str, PaperValue]:
+        """The section's numbers, judged at the `full` settings and at those of `paper200`."""
+        instead = PAPER200 if at_paper_settings(config, PAPER200) else None
         return _claims(config, "val_acc", {"subset_small": 65.0, "subset_large": 76.0,
-                                           "full_small": 83.0, "full_large": 90.0}, "Section H.2")
+                                           "full_small": 83.0, "full_large": 90.0}, "Section H.2", instead)
 
     def run(self, ctx) -> dict[Metric, list[float]]:
         from lrorder.vision.experiment import Arm
@@ -217,11 +230,27 @@ class CifarPatchControl(VisionRecipe):
     def discuss(self, records: Records) -> list[str]:
         measured = ", ".join(f"{metric.method} {_percent(stats)}"
                              for metric, stats in records.find(quantity="val_acc", reading=f"last{LAST}"))
-        return [f"Mean validation accuracy over the last {LAST} epochs: {measured} (paper: 65 / 76 "
+        return [control_schedule(records.config["config"]),
+                f"Mean validation accuracy over the last {LAST} epochs: {measured} (paper: 65 / 76 "
                 "on the never-patched 10,000, 83 / 90 on all, small / large LR). The paper's reading: "
                 "small LR on the patch set (69.89%) is close to small LR on the 10,000 never-patched "
                 "images (65%), so it learns the clean images mostly from those.",
                 *_at_matched(records, "val_acc")]
+
+
+def control_schedule(config: Mapping[str, Any]) -> str:
+    """One sentence: the schedule the control run used, and which one the paper's numbers likely
+    come from."""
+    steps = milestones(config["lr_schedule"], config["epochs"])
+    anneals = (", ".join(f"x{factor:g} at epoch {epoch}" for epoch, factor in steps)
+               if steps else "no anneal")
+    return (f"Schedule run: {config['epochs']} epochs, large LR {config['lr_large']:g} "
+            f"({config['lr_schedule']}: {anneals}), small LR {config['lr_small']:g} fixed. "
+            "Section H.2 does not state the control's schedule; its 83 / 90% on all images are close "
+            "to Table 1's small / large LR (84.93 / 90.41%, 200 epochs, x0.2 at epochs 60, 120, 150), "
+            "so they likely come from 200-epoch runs: `--profile paper200` runs that schedule (its small "
+            "LR stays this recipe's, fixed; Table 1's is 0.01, annealed), `full` the patch experiment's "
+            "60 epochs (x0.04 at epoch 30).")
 
 
 def _percent(stats) -> str:

@@ -29,7 +29,9 @@ from lrorder.vision.trainer import (
     Optimisation,
     Precision,
     autocast,
+    device_type,
     resolve_precision,
+    restore_generators,
     seeded_generators,
     sync,
 )
@@ -125,6 +127,7 @@ class StackedTrainer:
         self.device = device
         self.precision, self.layout = resolve_precision(device, precision)
         self.methods, self.optim, self.train_set, self.evals = list(methods), optim, train, evals
+        self.seed = seed
         self.generators = seeded_generators(seed, device)
         noise_state = self.generators.pop("noise").get_state()  # each noisy model gets a copy
         self.noise_generators = [torch.Generator(device).set_state(noise_state) if m.sigma0 > 0
@@ -243,18 +246,26 @@ class StackedTrainer:
     def state_dict(self) -> dict[str, Any]:
         generators = {n: g.get_state() for n, g in self.generators.items()}
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "epoch": self.epoch, "iteration": self.iteration, "generators": generators,
+                "epoch": self.epoch, "iteration": self.iteration, "device": device_type(self.device),
+                "generators": generators,
                 "noise_generators": [g and g.get_state() for g in self.noise_generators]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Resume from `state`, wherever its tensors are (a resume point is loaded on the CPU):
+        the weights and momentum buffers are copied into this trainer's, on its device; the
+        generators as `trainer.restore_generators` says (re-derived when `state` comes from
+        another device type: every noisy model then gets the same re-derived noise stream, as
+        every one gets a copy of the same stream at a fresh start). Load before the first step
+        (a captured CUDA graph keeps the generators it registered, which are set in place)."""
+        self.model.load_state_dict(state["model"])  # copies into the parameters, on their device
+        self.optimizer.load_state_dict(state["optimizer"])  # copies into the buffers, likewise
         self.epoch, self.iteration = state["epoch"], state["iteration"]
-        for name, saved in state["generators"].items():
-            self.generators[name].set_state(saved)
-        for generator, saved in zip(self.noise_generators, state["noise_generators"]):
-            if generator is not None:
-                generator.set_state(saved)
+        saved_on = state.get("device", self.device)
+        restore_generators(self.generators, state["generators"], saved_on, self.device, self.seed,
+                           self.epoch)
+        noise = {f"noise {m}": g for m, g in enumerate(self.noise_generators)}
+        restore_generators(noise, dict(zip(noise, state["noise_generators"])), saved_on, self.device,
+                           self.seed, self.epoch)
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,8 @@ code). `precision` "bf16" is bf16 autocast with channels_last, on CUDA and on th
 "fp32" is the reference (channels_last on CUDA only). Losses and hit counts are summed
 on the device and read once per epoch, so the step never waits for the host. Every random
 stream (batch order and patches, pre-activation noise, evaluation draws) has its own seeded
-generator whose state is part of the checkpoint.
+generator whose state is part of the checkpoint. A checkpoint may be resumed on another device
+than the one that wrote it (`restore_generators` says what happens to the random streams then).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +29,7 @@ from lrorder.vision.wrn import WideResNet
 EVAL_BATCH = {True: 1000, False: 250}  # CUDA: large batches; CPU: cache-sized ones (2x faster)
 Precision = Literal["bf16", "fp32"]
 PRECISIONS: tuple[Precision, ...] = ("bf16", "fp32")
+STREAMS = ("data", "noise", "eval")  # the random streams of a seed, in the order of their seeds
 # bf16 on CUDA and on the CPU alike: on the 2-core AVX-512 BF16 test CPU a WRN-10-1 step at batch
 # 128 is 2.1-2.6x faster than in fp32, and the quick accuracies move less than the seed spread
 DEFAULT_PRECISION: Precision = "bf16"
@@ -88,8 +91,41 @@ def seeded_generators(seed: int, device: str) -> dict[str, torch.Generator]:
     """One generator per random stream, seeded from the seed alone, so every arm of a seed sees
     the same batches, patch draws, noise maps and evaluation draws: a paired design, better for
     comparing arms (the released code draws a new initialization and batch order per model)."""
-    return {name: torch.Generator(device).manual_seed(seed * 1000 + i)
-            for i, name in enumerate(("data", "noise", "eval"))}
+    return {name: torch.Generator(device).manual_seed(seed * 1000 + i) for i, name in enumerate(STREAMS)}
+
+
+def resumed_seed(seed: int, epoch: int, stream: str) -> int:
+    """The seed of random stream `stream` of `seed` re-derived after `epoch` completed epochs
+    (see `restore_generators`): a 64-bit hash of the three (numpy's SeedSequence), so it depends
+    on nothing else and differs from stream to stream and epoch to epoch."""
+    entropy = (seed, epoch, STREAMS.index(stream))
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+
+
+def device_type(device: str) -> str:
+    return torch.device(device).type
+
+
+def restore_generators(generators: Mapping[str, torch.Generator | None], saved: Mapping[str, Any],
+                       saved_on: str, device: str, seed: int, epoch: int) -> None:
+    """Set every generator (None: a stream not drawn) to its state in `saved`, in place, or, when
+    `saved` was written on another device type, re-derive it.
+
+    A generator state fits only the device type that wrote it (a CPU generator holds a Mersenne
+    Twister state, a CUDA one a Philox seed and offset), so a run resumed on another device type
+    cannot go on with the draws it would have made: each generator is then seeded again, with
+    `resumed_seed(seed, epoch, stream)`, deterministically from the seed, the completed epochs
+    and the stream. Such a run is reproducible (the same checkpoint resumed on the same device
+    type twice gives the same run), but it is not the uninterrupted run, on either device; a
+    resume on the device type that wrote the checkpoint is exact."""
+    rederive = device_type(saved_on) != device_type(device)
+    for name, generator in generators.items():
+        if generator is None:
+            continue
+        if rederive:
+            generator.manual_seed(resumed_seed(seed, epoch, name.split(" ")[0]))
+        else:
+            generator.set_state(saved[name])
 
 
 def sync(cuda: bool) -> None:
@@ -112,6 +148,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=method.lr0,
                                          momentum=optim.momentum, nesterov=True,
                                          weight_decay=optim.weight_decay)
+        self.seed = seed
         self.generators = seeded_generators(seed, device)
         self.model.noise.generator = self.generators["noise"]
         self.epoch = 0  # epochs completed
@@ -185,12 +222,16 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "epoch": self.epoch, "iteration": self.iteration,
+                "epoch": self.epoch, "iteration": self.iteration, "device": device_type(self.device),
                 "generators": {n: g.get_state() for n, g in self.generators.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Resume from `state`, wherever its tensors are (a resume point is loaded on the CPU):
+        the weights and momentum buffers are copied into this trainer's, on its device; the
+        generators as `restore_generators` says (re-derived when `state` comes from another
+        device type)."""
+        self.model.load_state_dict(state["model"])  # copies into the parameters, on their device
+        self.optimizer.load_state_dict(state["optimizer"])  # torch moves the buffers to the params'
         self.epoch, self.iteration = state["epoch"], state["iteration"]
-        for name, generator in self.generators.items():
-            generator.set_state(state["generators"][name])
+        restore_generators(self.generators, state["generators"], state.get("device", self.device),
+                           self.device, self.seed, self.epoch)
