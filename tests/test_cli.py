@@ -460,7 +460,7 @@ def verb_parsers(parser, prefix=()):
 def test_every_verb_help_ends_with_examples_that_parse():
     parsers = dict(verb_parsers(build_parser()))
     assert {"list", "show", "run", "report", "sweep", "reproduce", "data", "bench",
-            "bench train-step"} == {" ".join(words) for words in parsers}
+            "bench train-step", "selftest"} == {" ".join(words) for words in parsers}
     for words, sub in parsers.items():
         examples = sub.format_help().split("examples:\n")[1].splitlines()
         assert examples, words
@@ -480,7 +480,7 @@ def test_list_show_and_help_import_no_torch():
     """Fails while a setting's `recipes` (or `verbs`) module imports torch at import time."""
     code = ("import sys\nfrom lrorder.cli import main\n"
             "for argv in (['list'], ['show', 'cifar-patch'], ['show', 'theory-order'], ['--help'], "
-            "['run', '--help'], ['bench', 'train-step', '--help']):\n"
+            "['run', '--help'], ['bench', 'train-step', '--help'], ['selftest', '--help']):\n"
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
     assert fresh_python(code).splitlines()[-1] == "no torch"

@@ -11,6 +11,7 @@ Examples:
   lrorder sweep convex-claim1 --grid steps=1,4,16 --grid n=3,5 --seeds 2 --out runs/sweep
   lrorder data where
   lrorder bench train-step
+  lrorder selftest --quick
   lrorder reproduce
 
 `lrorder VERB --help` documents a verb, with examples.

@@ -28,6 +28,10 @@ from lrorder.vision.trainer import Method, Optimisation, Trainer
 from lrorder.vision.wrn import WideResNet
 
 PEAK_TFLOPS = 989.0  # H100 SXM dense bf16 tensor-core peak (datasheet)
+# dense bf16 tensor-core peaks (datasheets) by a part of torch.cuda.get_device_name(), first match
+# wins (so "H100 NVL" before "H100"); a device not named here has no known peak
+DEVICE_PEAKS = (("H200 NVL", 835.0), ("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0),
+                ("H100", 989.0), ("A100", 312.0))
 # cifar-patch's three methods (Table 2), the ones the fast path stacks
 PATCH_METHODS = (Method("large", 0.1), Method("small", 0.004), Method("small_noise", 0.004, sigma0=0.4))
 RECIPES = {"cifar-patch": (3, 60), "cifar-table1": (3, 200)}  # methods x epochs, --profile full
@@ -85,10 +89,11 @@ def plain_step(depth: int, widen: int, batch: int, device: str) -> Step:
     return step, 1
 
 
-def _random_images(n: int, device: str) -> ImageSet:
-    """n random uint8 images of CIFAR's shape, on the device as the trainer keeps them."""
+def _random_images(n: int, device: str, side: int = 32) -> ImageSet:
+    """n random uint8 images of CIFAR's shape (`side` x `side` pixels), on the device as the
+    trainer keeps them."""
     rng = np.random.default_rng(n)
-    return ImageSet.from_arrays("random", rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
+    return ImageSet.from_arrays("random", rng.integers(0, 256, (n, 3, side, side), dtype=np.uint8),
                                 rng.integers(0, 10, n), (0.5,) * 3, (0.25,) * 3, device,
                                 channels_last=device == "cuda")
 
@@ -136,18 +141,26 @@ def paths(device: str) -> dict[str, Callable[[int, int, int, str], Step]]:
 RELEASED_EPOCH_S = 13.6  # the released code's full patch-experiment epoch on an H100 (reference file)
 
 
-def epoch_seconds(depth: int, widen: int, batch: int, images: int, device: str,
-                  fast: bool = False) -> tuple[float, float]:
-    """Training and evaluation seconds of one patch-experiment epoch: `images` random
-    CIFAR-shaped training images, images / 5 clean and mixed test images, 1,000 patch-only ones;
-    the plain trainer with small LR + noise, or (`fast`) all three methods stacked (as on a GPU:
-    with the CUDA graph); measured after one warm-up epoch."""
+def patch_sets(images: int, device: str, test: int | None = None, side: int = 32,
+               patch_only: int = 1000) -> tuple[ImageSet, dict[str, ImageSet]]:
+    """The patch experiment's sets on random CIFAR-shaped images (`side` x `side` pixels): a
+    patched training set of `images`, `test` (default images / 5) clean and mixed test images and
+    `patch_only` patch-only ones, as `experiment.build_setting` makes them from CIFAR-10."""
     generator = torch.Generator().manual_seed(0)
     rule = PatchRule.draw(3, 10, generator)
-    train = _random_images(images, device).with_patch("train", rule, patchable_mask(images, generator))
-    clean = _random_images(images // 5, device)
+    test = images // 5 if test is None else test
+    train = _random_images(images, device, side).with_patch("train", rule, patchable_mask(images, generator))
+    clean = _random_images(test, device, side)
     mixed = clean.with_patch("mixed", rule, patchable_mask(clean.size, generator))
-    evals = {"clean": clean, "mixed": mixed, "patch": ImageSet.blank("patch", mixed, 1000)}
+    return train, {"clean": clean, "mixed": mixed, "patch": ImageSet.blank("patch", mixed, patch_only)}
+
+
+def epoch_seconds(depth: int, widen: int, batch: int, images: int, device: str,
+                  fast: bool = False) -> tuple[float, float]:
+    """Training and evaluation seconds of one patch-experiment epoch (`patch_sets(images)`); the
+    plain trainer with small LR + noise, or (`fast`) all three methods stacked (as on a GPU:
+    with the CUDA graph); measured after one warm-up epoch."""
+    train, evals = patch_sets(images, device)
     torch.manual_seed(0)
     if fast:
         trainer = StackedTrainer([WideResNet(depth, widen) for _ in PATCH_METHODS], PATCH_METHODS,
@@ -178,3 +191,26 @@ def run(depth: int, widen: int, batch: int, steps: int, warmup: int, device: str
                                      for recipe, (methods, epochs) in RECIPES.items()}})
     return rows
 
+
+def device_peak(name: str) -> float | None:
+    """The dense bf16 peak TFLOP/s of the CUDA device named `name` (torch.cuda.get_device_name),
+    or None where it is not known (a CPU, a GPU not in `DEVICE_PEAKS`)."""
+    return next((peak for part, peak in DEVICE_PEAKS if part in name), None)
+
+
+def table(rows: list[dict], peak: float | None) -> list[str]:
+    """`run`'s rows as a table's lines: ms/step, img/s, TFLOP/s, the fraction of `peak` (n/a
+    without one), the ratio of img/s to the first row's, the projected recipe times."""
+    base = rows[0]["images_per_s"]
+    lines = [f"  {'path':<46} {'ms/step':>9} {'img/s':>9} {'TFLOP/s':>9} {'of peak':>8} {'ratio':>6}"
+             + "".join(f" {recipe:>13}" for recipe in RECIPES)]
+    for row in rows:
+        of_peak = "n/a" if peak is None else f"{row['tflops'] / peak:.2%}"
+        lines.append(f"  {row['path']:<46} {row['ms_per_step']:9.2f} {row['images_per_s']:9.0f} "
+                     f"{row['tflops']:9.3f} {of_peak:>8} {row['images_per_s'] / base:5.2f}x"
+                     + "".join(f" {minutes(row['projected_s'][recipe]):>13}" for recipe in RECIPES))
+    return lines
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"

@@ -1,4 +1,4 @@
-"""The commands the vision setting adds to `lrorder`: `data` and `bench train-step`.
+"""The commands the vision setting adds to `lrorder`: `data`, `bench train-step` and `selftest`.
 
 Declared as data (`VERBS`, see `lrorder.core.recipe.Verb`); the handlers below import torch
 and the data loaders only when they run, so `lrorder --help` stays light.
@@ -39,6 +39,19 @@ VERBS = (
                                     "help": "also time one whole patch-experiment epoch on this many "
                                             "training images (0: skip; default 50,000 with CUDA)"}),
          )),
+    Verb("selftest", help="check this machine, first thing on a new GPU: fast path = plain trainer, "
+                          "CUDA graph, divergence, exact resume, an epoch; then the benchmark",
+         example="lrorder selftest --quick --device cpu\nlrorder selftest --device cuda --out runs/selftest",
+         handler="lrorder.vision.verbs:selftest",
+         options=(
+             (("--device",), {"choices": ("auto", "cpu", "cuda"), "default": "auto",
+                              "help": "where to check (default auto: cuda when available)"}),
+             (("--quick",), {"action": "store_true",
+                             "help": "a tiny network on tiny random images (seconds on a CPU) instead "
+                                     "of WRN-16-10 on 32 x 32 images and the paper's epoch"}),
+             (("--out",), {"default": ".", "metavar": "DIR",
+                           "help": "where selftest.json goes (default: the current directory)"}),
+         )),
 )
 
 # `bench train-step` defaults with CUDA and without it (WRN-10-1: the CPU run takes seconds)
@@ -70,7 +83,16 @@ def train_step(args: Any) -> None:
     projected training time of the full recipes."""
     import torch
 
-    from lrorder.vision.bench import PEAK_TFLOPS, RECIPES, RELEASED_EPOCH_S, TRAIN_IMAGES, epoch_seconds, run
+    from lrorder.vision.bench import (
+        PEAK_TFLOPS,
+        RECIPES,
+        RELEASED_EPOCH_S,
+        TRAIN_IMAGES,
+        epoch_seconds,
+        minutes,
+        run,
+        table,
+    )
 
     cuda = torch.cuda.is_available()
     for name, (with_cuda, without) in _BENCH_DEFAULTS.items():
@@ -83,13 +105,7 @@ def train_step(args: Any) -> None:
             else f"CPU, {torch.get_num_threads()} threads (not a GPU: the bf16 peak is no bound here)")
     print(f"WRN-{args.depth}-{args.widen}, batch {args.batch} per model, median of {args.rounds} rounds "
           f"of {args.steps} steps on {name}")
-    base = rows[0]["images_per_s"]
-    print(f"  {'path':<46} {'ms/step':>9} {'img/s':>9} {'TFLOP/s':>9} {'of peak':>8} {'ratio':>6}"
-          + "".join(f" {recipe:>13}" for recipe in RECIPES))
-    for row in rows:
-        print(f"  {row['path']:<46} {row['ms_per_step']:9.2f} {row['images_per_s']:9.0f} "
-              f"{row['tflops']:9.3f} {row['tflops'] / PEAK_TFLOPS:8.2%} {row['images_per_s'] / base:5.2f}x"
-              + "".join(f" {_minutes(row['projected_s'][recipe]):>13}" for recipe in RECIPES))
+    print("\n".join(table(rows, PEAK_TFLOPS)))
     sizes = ", ".join(f"{recipe}: {m} x {e} epochs" for recipe, (m, e) in RECIPES.items())
     print(f"  img/s and TFLOP/s count every model of a stacked step; 'of peak' is of {PEAK_TFLOPS:.0f} "
           "TFLOP/s (H100 dense bf16); ratio is img/s over the released code's; the recipe columns are "
@@ -106,9 +122,16 @@ def train_step(args: Any) -> None:
                 per_method = (train_s + eval_s) / (3 if fast else 1)
                 print(f"  {RELEASED_EPOCH_S / per_method:.2f}x faster per method than the released "
                       f"code's {RELEASED_EPOCH_S} s on an H100 (reference file); projected with "
-                      "evaluation: " + ", ".join(f"{recipe} {_minutes(m * e * per_method)}"
+                      "evaluation: " + ", ".join(f"{recipe} {minutes(m * e * per_method)}"
                                                  for recipe, (m, e) in RECIPES.items()))
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
+def selftest(args: Any) -> int:
+    """Run the checks of `lrorder.vision.selftest`; exit status 1 if one failed."""
+    from pathlib import Path
+
+    from lrorder.core.runner import resolve_device
+    from lrorder.vision.selftest import run
+
+    device = resolve_device(args.device)
+    return run(device, args.quick, Path(args.out), getattr(args, "command", "lrorder selftest"))
