@@ -20,13 +20,16 @@ RATIOS = {"test_err": "All test examples", "p_only_err": "Test examples with the
 LEGEND = {"fontsize": 9, "framealpha": 0.9}
 
 
-def per_seed_series(records: Records, method: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+def per_seed_series(records: Records, method: str, name: str, every_seed: bool = False,
+                    **where: Any) -> tuple[np.ndarray, np.ndarray]:
     """Probe steps and a [seeds, steps] array of the logged value `name` of `method` (one
     metrics.jsonl line per seed, method and probe); NaN where a seed has no such point. Runs
     logged with one line per seed and probe (`{name}_{method}` values, as in older results/)
-    are read too, so their figures can still be redrawn."""
+    are read too, so their figures can still be redrawn. `where`: fields the lines must have
+    (e.g. kappa=0.3). With `every_seed`, only the steps every seed probed (the regular probes:
+    a curve against iteration then averages the same seeds at every point)."""
     seeds = {seed: row for row, seed in enumerate(records.config["seeds"])}
-    points = [(p.get("seed"), p.get("step"), p.get(name)) for p in records.series(method=method)]
+    points = [(p.get("seed"), p.get("step"), p.get(name)) for p in records.series(method=method, **where)]
     if not points:
         points = [(p.get("seed"), p.get("step"), p.get(f"{name}_{method}")) for p in records.metrics]
     points = [(seed, step, value) for seed, step, value in points if value is not None and seed in seeds]
@@ -35,6 +38,9 @@ def per_seed_series(records: Records, method: str, name: str) -> tuple[np.ndarra
     values = np.full((len(seeds), steps.size), np.nan)
     for seed, step, value in points:
         values[seeds[seed], column[step]] = value
+    if every_seed:
+        kept = ~np.isnan(values).any(axis=0)
+        return steps[kept], values[:, kept]
     return steps, values
 
 
@@ -49,7 +55,7 @@ def learning_order(records: Records, methods: list[str], out: Path) -> None:
         drawn = False
         for name, label, color in (("w_on_p_err", "P part r = f(x1, 0) on P", "C0"),
                                    ("v_on_q_err", "Q part g = f(0, x2) on Q", "C3")):
-            steps, values = per_seed_series(records, method, name)
+            steps, values = per_seed_series(records, method, name, every_seed=True)
             if steps.size:
                 figures.seed_band(ax, steps, values, label, color=color)
                 ax.lines[-1].set_marker("o" if steps.size == 1 else "")  # a single probe is a dot
@@ -166,10 +172,11 @@ def scaling(kappas: np.ndarray, errors: dict[str, tuple[np.ndarray, np.ndarray]]
     figures.save(fig, out)
 
 
-def _anneals(ax, records: Records, methods: list[str]) -> None:
+def _anneals(ax, records: Records, methods: list[str], **where: Any) -> None:
     """A dashed line at each annealing method's mean anneal iteration, in its color."""
     for i, method in enumerate(methods):
-        anneal = np.array((records.metric("anneal_iter", method) or {}).get("per_seed", []), dtype=float)
+        anneal = np.array((records.metric("anneal_iter", method, **where) or {}).get("per_seed", []),
+                          dtype=float)
         if np.isfinite(anneal).any():
             ax.axvline(np.nanmean(anneal), color=f"C{i}", linestyle="--", linewidth=1, alpha=0.7,
                        label=f"anneal of {method} (mean)")
@@ -214,28 +221,34 @@ STYLES = {"w_signal_from_q_examples": ("-", "from examples with Q"),
           "both_train_loss": ("--", "both")}
 
 
-def mechanism(records: Records, methods: list[str], out: Path) -> None:
+def mechanism(records: Records, methods: list[str], out: Path, kappas: list[float] | None = None) -> None:
     """Theorem 3.5's proof measured along the run, per method (color) with seed bands: the W
     block's accumulated gradient from the examples that contain Q and from the P-only ones
     (Lemma 5.2 needs the first small under S once Q is fitted), W's margin on the P-only
     training examples and its direction's alignment with w* (Lemma 5.3), the train loss per
-    example type; anneals marked."""
-    fig, axes = figures.figure(columns=2, rows=2, width=5.0, height=3.6)
-    for ax, (key, title, scale) in zip(axes.flat, MECHANISM):
+    example type; anneals marked. With `kappas` (theory-scaling), one row of panels per kappa."""
+    rows = [{}] if kappas is None else [{"kappa": kappa} for kappa in kappas]
+    fig, axes = figures.figure(columns=len(MECHANISM), rows=len(rows), width=4.2, height=3.4)
+    for row, where in zip(axes, rows):
+        _mechanism_row(row, records, methods, where)
+    empty = [ax for ax in axes.flat if not ax.lines]
+    figures.mark_diverged(fig, records.summary, empty=empty)
+    figures.save(fig, out)
+
+
+def _mechanism_row(axes, records: Records, methods: list[str], where: dict[str, Any]) -> None:
+    for ax, (key, title, scale) in zip(axes, MECHANISM):
         names = [name for name in STYLES if key in name] or [key]
         for i, method in enumerate(methods):
             for name in names:
-                steps, values = per_seed_series(records, method, name)
+                steps, values = per_seed_series(records, method, name, every_seed=True, **where)
                 if steps.size:
                     style, what = STYLES.get(name, ("-", ""))
                     label = LABELS.get(method, method) + (f": {what}" if what and len(names) > 1 else "")
                     figures.seed_band(ax, steps, values, label, color=f"C{i}")
                     ax.lines[-1].set_linestyle(style)
-        _anneals(ax, records, methods)
+        _anneals(ax, records, methods, **where)
         ax.set_yscale(scale)
-        ax.set(xlabel="iteration", title=title)
+        ax.set(xlabel="iteration", title=title + "".join(f"\n{k} {v:g}" for k, v in where.items()))
         if len(names) > 1 and ax.lines:  # the panels whose line styles need a key
             ax.legend(fontsize=7, framealpha=0.9)
-    empty = [ax for ax in axes.flat if not ax.lines]
-    figures.mark_diverged(fig, records.summary, empty=empty)
-    figures.save(fig, out)

@@ -31,7 +31,7 @@ QUICK = {**REGIME, "steps": 3000, "n_test": 4000, "probe_every": 100}
 MATCHED_REGIME = {**REGIME, "d": 1000, "n_train": 5000, "p0": 0.01, "r": 0.12, "lam": 3.2e-4, "m_v": 20000,
                   "steps": 6000, "n_test": 10000, "probe_every": 100}
 KEPT = ("test_err", "p_only_err", "matched_loss", "test_err_at_matched_loss", "p_only_err_at_matched_loss",
-        "iter_at_matched_loss")  # theory-scaling's metrics at each kappa
+        "iter_at_matched_loss", "anneal_iter")  # theory-scaling's metrics at each kappa
 CONV_REGIME = {"structure": "conv", "d": 64, "patches": 2, "m_w": 1024, "n_train": 500, "p0": 0.05, "q0": 0.7,
                "r": 0.5, "lam": 0.00316, "tau0": 0.4, "eta1": 40.0, "eta2": 0.1, "anneal_at": 1000,
                "methods": ("ls", "s")}
@@ -174,6 +174,8 @@ class TheoryScaling(Recipe):
 
         plots.ratio_vs_kappa(records, figure_dir / "ratio_vs_kappa.png")
         plots.ratio_vs_kappa(records, figure_dir / "test_vs_train_loss.png", at_matched_loss=True)
+        plots.mechanism(records, records.config["config"]["methods"], figure_dir / "mechanism.png",
+                        kappas=sorted(records.config["config"]["kappas"]))
 
     def discuss(self, records: Records) -> list[str]:
         if not records.summary["metrics"]:
