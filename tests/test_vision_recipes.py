@@ -285,6 +285,18 @@ def test_an_exploding_or_non_finite_loss_is_a_divergence(tmp_path, data_dir, mon
     assert len(lines) == 1 and lines[0]["diverged"] is True
 
 
+def test_a_finite_validation_loss_spike_is_not_a_divergence(tmp_path, data_dir, monkeypatch):
+    """Under a large LR the validation loss can jump for an epoch (54 measured on the quick
+    control) while training goes on: only the training loss is bounded by max_loss."""
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {"val_loss": 60.0, "val_acc": 10.0})
+    out = tmp_path / "spike"
+    assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
+               "--set", "methods=full_large") == 0
+    summary, lines = records(out)
+    assert summary["status"] == "complete" and not summary["problems"]
+    assert [line["diverged"] for line in lines] == [False] * len(lines)
+
+
 def test_a_run_without_its_data_downloads_it_first(tmp_path, archive_server, cifar_from, no_shared_copies):
     cifar_from(archive_server.url, hashlib.md5(archive_server.payload).hexdigest())
     empty, out = tmp_path / "data", tmp_path / "run"

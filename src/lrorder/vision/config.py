@@ -41,8 +41,10 @@ class VisionConfig:
     batch_size: int = param(128, "SGD batch size (last partial batch kept)", check=at_least(1), paper=128)
     momentum: float = param(0.9, "Nesterov momentum", check=between(0, 0.999), paper=0.9)
     weight_decay: float = param(5e-4, "L2 weight decay", check=at_least(0), paper=5e-4)
-    max_loss: float = param(50.0, "a training or validation loss above this counts as diverged "
-                            "(chance is ln 10 = 2.3; a non-finite loss always does)", check=greater(0))
+    max_loss: float = param(50.0, "a training loss above this counts as diverged (chance is ln 10 = "
+                            "2.3; a non-finite training or validation loss always does; a validation "
+                            "loss may spike for an epoch under a large LR, as BatchNorm statistics "
+                            "catch up, and is not bounded)", check=greater(0))
     checkpoint_every: int = param(5, "epochs between resume points (also one after every method)",
                                   check=at_least(1))
     fast: Literal["auto", "on", "off"] = param(
