@@ -2,6 +2,7 @@
 seed choices, re-runs, TensorBoard output, the verbs settings add, and what the CLI imports."""
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def test_claim1_run_directory_contract(tmp_path, cli):
     assert config["recipe"] == "convex-claim1" and config["seeds"] == [0, 1, 2]
     assert config["config"]["n"] == 3 and config["device"] == "cpu"  # numpy only, whatever asked
     assert {"python", "numpy", "torch"} <= set(config["versions"]) and "git_commit" in config
+    assert config["threads"]["cpus"] == os.cpu_count()  # bf16 on the CPU depends on the threads
     summary = stored(out, "summary.json")
     assert summary["status"] == "complete"
     assert set(summary["paper"]) == {"p_both_seen", "gf_test_loss_over_eps",

@@ -8,6 +8,7 @@ summary.json -> report.md and figures (rendered from the stored files only).
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -128,7 +129,17 @@ def provenance() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"versions": versions, "git_commit": _git_commit(), "platform": platform.platform()}
+    return {"versions": versions, "git_commit": _git_commit(), "platform": platform.platform(),
+            "threads": _threads()}
+
+
+def _threads() -> dict[str, Any]:
+    """The CPU threads the run may use: bf16 results on the CPU depend on them (the order of a
+    reduction changes the rounding, and training amplifies it), so they are part of a run's record."""
+    threads: dict[str, Any] = {"cpus": os.cpu_count(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    if "torch" in sys.modules:
+        threads["torch"] = sys.modules["torch"].get_num_threads()
+    return threads
 
 
 def _git_commit() -> str | None:
