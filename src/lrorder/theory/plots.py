@@ -247,8 +247,10 @@ def _mechanism_row(axes, records: Records, methods: list[str], where: dict[str, 
                     label = LABELS.get(method, method) + (f": {what}" if what and len(names) > 1 else "")
                     figures.seed_band(ax, steps, values, label, color=f"C{i}")
                     ax.lines[-1].set_linestyle(style)
+        positive = any(np.nanmax(np.asarray(line.get_ydata(), dtype=float), initial=0) > 0
+                       for line in ax.lines)
+        ax.set_yscale(scale if positive else "linear")  # a log axis needs a positive value
         _anneals(ax, records, methods, **where)
-        ax.set_yscale(scale)
         ax.set(xlabel="iteration", title=title + "".join(f"\n{k} {v:g}" for k, v in where.items()))
         if len(names) > 1 and ax.lines:  # the panels whose line styles need a key
             ax.legend(fontsize=7, framealpha=0.9)
