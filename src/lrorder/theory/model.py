@@ -391,11 +391,6 @@ class Subset:
         return cls(rows, valid, Examples(**{f.name: picked(getattr(ex, f.name))
                                             for f in dataclasses.fields(Examples)}))
 
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean of [M, S, r] values over the valid rows (NaN for a seed with none)."""
-        valid = self.valid.to(values.dtype)
-        return (values * valid).sum(-1) / valid.sum(-1)
-
 
 def first_block_grad(arch: Architecture, weights: list[torch.Tensor], loss: torch.Tensor, part: Subset,
                      noise: list[torch.Tensor | None] | None = None) -> torch.Tensor:

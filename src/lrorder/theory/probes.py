@@ -65,7 +65,7 @@ class Mechanism:
     def probe(self, arch: model.Architecture, weights: list[torch.Tensor],
               signal: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         p_only = self.p_only.ex
-        margin = self.p_only.mean(p_only.y * model.output(arch, weights, p_only.with_x1_only()))
+        margin = masked_mean(p_only.y * model.output(arch, weights, p_only.with_x1_only()), self.p_only.valid)
         odd = model.output(arch, weights, self.axes)  # [M, S, 2d]
         d = self.w_star.shape[-1]
         alpha = (odd[..., :d] - odd[..., d:]) / 2
