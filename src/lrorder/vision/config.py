@@ -92,7 +92,7 @@ class Table1Config(VisionConfig):
     sigma0: float = param(0.2, "initial pre-activation noise of small LR + noise",
                           check=at_least(0), paper=0.2)
     sigma_decay: float = param(0.995, "factor on sigma per decay step (see noise_decay); the quick "
-                               "profile's 0.92 is meant per epoch",
+                               "and laptop profiles' 0.92 and 0.966 are per epoch",
                                check=between(0, 1), paper=0.995)
     noise_decay: Literal["epoch", "iteration"] = param(
         "epoch", "decay sigma every 'epoch' (the released code) or every 'iteration' (the paper's "
