@@ -16,7 +16,7 @@ from lrorder.cli.options import parse_seeds, with_data_dir
 from lrorder.convex.recipes import ConvexClaim1
 from lrorder.core import recipe as registry
 from lrorder.core import tensorboard
-from lrorder.core.recipe import Verb, get_recipe
+from lrorder.core.recipe import Cost, Verb, get_recipe
 from lrorder.core.report import fmt_setting, verdict_sentence
 from lrorder.vision import data
 
@@ -373,6 +373,24 @@ def test_reproduce_runs_available_recipes_and_skips_the_rest(tmp_path, capsys, m
     assert "## needs-data: skipped" in index and "run `lrorder data`" in index
     lemma2 = stored(tmp_path / "all" / "convex-lemma2", "summary.json")["metrics"]
     assert lemma2["annealed_bound_holds"]["mean"] == lemma2["gf_bound_holds"]["mean"] == 1.0
+
+
+def test_reproduce_starts_the_longest_recipe_first(tmp_path, capsys, monkeypatch, cli):
+    """Workers take the recipes in the order given: the longest by stated cost first keeps every
+    core busy to the end; a recipe of unknown cost counts as the longest."""
+    convex = {k: v for k, v in registry.all_recipes().items() if k.startswith("convex")}
+    unknown = type("UnknownCost", (ConvexClaim1,), {"name": "unknown-cost", "cost": {}})()
+    monkeypatch.setitem(registry._REGISTRY, unknown.name, unknown)
+    monkeypatch.setattr("lrorder.cli.reproduce.all_recipes", lambda: {**convex, unknown.name: unknown})
+    assert cli("reproduce", "--jobs", 1, "--out", tmp_path / "all") == 0
+    started = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("== ")]
+    assert started == ["unknown-cost", "convex-lemma2", "convex-claim1"]
+
+
+def test_a_cost_reads_as_lrorder_list_shows_it():
+    assert str(Cost(95 * 60, "CPU, one core", "10 seeds")) == "~95 min CPU, one core (10 seeds)"
+    assert str(Cost(600, "GPU", note="5 seeds", estimated=True)) == "~10 min GPU (5 seeds, est.)"
+    assert str(Cost(2)) == "~2 s CPU" and str(Cost(3 * 3600)) == "~3.0 h CPU"
 
 
 def test_a_claim_on_a_metric_no_seed_measured_is_not_counted_as_a_miss():

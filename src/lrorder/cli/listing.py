@@ -15,7 +15,7 @@ def command(args: argparse.Namespace) -> None:
     from lrorder.core.recipe import all_recipes
 
     rows = [("recipe", "quick", "full", "seeds", "description")]
-    rows += [(r.name, r.cost.get("quick", "?"), r.cost.get("full", "?"), str(r.default_seeds),
+    rows += [(r.name, str(r.cost.get("quick", "?")), str(r.cost.get("full", "?")), str(r.default_seeds),
               r.description) for r in all_recipes().values()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import time
@@ -59,7 +60,8 @@ def command(args: argparse.Namespace) -> None:
             skipped[name] = reason
             print(f"skipping {name}: {reason}", file=sys.stderr)
     jobs = [(name, out / name, args.profile, configs[name][0], args.device, args.resume)
-            for name in recipes if name not in skipped]
+            for name in sorted(recipes, key=lambda name: -_seconds(recipes[name], args.profile))
+            if name not in skipped]  # the longest first: the cores stay busy to the end
     outcomes = {}
     parallel = args.jobs or (1 if device != "cpu" else max(1, min(os.cpu_count() or 1, len(jobs))))
     for name, summary, seconds in _run_all(jobs, parallel):
@@ -79,6 +81,10 @@ def command(args: argparse.Namespace) -> None:
     print(f"  {'total':<22} {time.perf_counter() - start:7.1f} s wall")
 
 
+def _seconds(recipe, profile: str) -> float:
+    """The recipe's stated cost of `profile`; unknown counts as the longest."""
+    cost = recipe.cost.get(profile)
+    return cost.seconds if cost is not None else math.inf
 
 
 def _run_all(jobs: list[tuple], parallel: int):

@@ -13,7 +13,7 @@ import numpy as np
 
 from lrorder.convex import experiment
 from lrorder.convex.config import Claim1Config, Lemma2Config
-from lrorder.core.recipe import PaperValue, Recipe, register
+from lrorder.core.recipe import Cost, PaperValue, Recipe, register
 from lrorder.core.report import fmt, percent
 from lrorder.core.rundir import Records
 
@@ -27,7 +27,7 @@ class ConvexClaim1(Recipe):
     reference = f"{PAPER}, Claim 1 (Section 2, Appendix A.3)"
     Config = Claim1Config
     profiles = {"quick": {}, "full": {"draws": 1_000_000}}
-    cost = {"quick": "~1 s CPU", "full": "~10 s CPU"}
+    cost = {"quick": Cost(1), "full": Cost(10)}
     default_seeds = 3
     uses_torch = False
 
@@ -71,7 +71,7 @@ class ConvexLemma2(Recipe):
     reference = f"{PAPER}, Lemma 2 (Appendix A.2)"
     Config = Lemma2Config
     profiles = {"quick": {}, "full": {"instances": 200_000, "d": 50, "small": 10}}
-    cost = {"quick": "~1 s CPU", "full": "~1 min CPU"}
+    cost = {"quick": Cost(2), "full": Cost(60)}
     default_seeds = 3
     uses_torch = False
 

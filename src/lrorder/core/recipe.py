@@ -52,6 +52,23 @@ class PaperValue:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What a profile takes: about `seconds` on `where`, measured unless `estimated`, with a note
+    (e.g. the seed count). `lrorder list` shows it; `lrorder reproduce` starts the longest first."""
+
+    seconds: float
+    where: str = "CPU"
+    note: str = ""
+    estimated: bool = False
+
+    def __str__(self) -> str:
+        s = self.seconds
+        size = f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+        notes = ", ".join(filter(None, [self.note, "est." if self.estimated else ""]))
+        return f"~{size} {self.where}" + (f" ({notes})" if notes else "")
+
+
 class Recipe:
     """One paper experiment: its config, profiles, the paper's numbers, the run and its figures.
 
@@ -67,7 +84,7 @@ class Recipe:
     reference: ClassVar[str]
     Config: ClassVar[type]
     profiles: ClassVar[Mapping[str, Mapping[str, Any]]] = {"quick": {}, "full": {}}
-    cost: ClassVar[Mapping[str, str]] = {}
+    cost: ClassVar[Mapping[str, Cost]] = {}
     default_seeds: ClassVar[int] = 1
     uses_torch: ClassVar[bool] = True
 

@@ -393,15 +393,17 @@ class Subset:
 
 
 def first_block_grad(arch: Architecture, weights: list[torch.Tensor], loss: torch.Tensor, part: Subset,
-                     noise: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+                     noise: list[torch.Tensor | None] | None = None,
+                     buffers: dict | None = None) -> torch.Tensor:
     """The gradient of the mean train loss (without the lambda term) w.r.t. the first block (W, or
     the one U) from the examples of `part` alone, given the per-example losses [M, S, n] of the
     same forward pass (the coefficient is -y sigmoid(-y f) = -y (1 - exp(-loss))): Lemma 5.2
-    splits W's gradient by the examples it comes from. Costs a forward on `part`'s rows only."""
+    splits W's gradient by the examples it comes from. Costs a forward on `part`'s rows only;
+    `buffers` as `loss_and_grad`'s (a dict of its own: the rows of `part` are kept there)."""
     xi = noise[0] if noise else None
     if xi is not None and xi.shape[-2] > 1:  # per-example noise: the part's own rows
         xi = xi.gather(2, part.rows[None, ..., None].expand(len(xi), -1, -1, xi.shape[-1]))
-    _, block_pass = _block_forward(arch.blocks[0], weights[0], part.ex, arch.rays, xi, None)
+    _, block_pass = _block_forward(arch.blocks[0], weights[0], part.ex, arch.rays, xi, buffers)
     picked = loss.gather(-1, part.rows.expand(len(loss), -1, -1))
     coeff = -part.ex.y * -torch.expm1(-picked) * part.valid / loss.shape[-1]
     return block_pass.grad(coeff)

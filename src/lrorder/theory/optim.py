@@ -85,6 +85,7 @@ class Trainer:
         self.arch, self.train, self.methods, self.split = arch, train, methods, split
         self.lam, self.tau_xi, self.per_example_noise, self.gens = lam, tau_xi, per_example_noise, gens
         self.buffers: dict = {}  # the hidden units of a step, rewritten in place by the next
+        self.split_buffers: dict = {}  # likewise for the forward on `split`'s examples
         device = train.y.device
         phases = max(len(m.lrs) for m in methods)
 
@@ -165,7 +166,8 @@ class Trainer:
         noise = self._preact_noise(state)
         loss, grads = model.loss_and_grad(self.arch, state.weights, self.train, noise, self.buffers)
         if self.split is not None:
-            inside = model.first_block_grad(self.arch, state.weights, loss, self.split, noise)
+            inside = model.first_block_grad(self.arch, state.weights, loss, self.split, noise,
+                                            self.split_buffers)
             split = (inside, grads[0] - inside)
         mean_loss = loss.mean(-1)
         annealed = self._advance(state, mean_loss)

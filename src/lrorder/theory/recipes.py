@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lrorder.core.metrics import Metric
-from lrorder.core.recipe import PaperValue, Recipe, register
+from lrorder.core.recipe import Cost, PaperValue, Recipe, register
 from lrorder.core.report import fmt, seed_share
 from lrorder.core.rundir import Records
 from lrorder.theory.config import LINEAR_Q_ERR, ScalingConfig, TheoryConfig
@@ -56,7 +56,7 @@ class TheoryOrder(Recipe):
     reference = f"{PAPER}, Theorems 3.4-3.5, Lemmas 4.1-4.2 and 5.2, Appendix F.1"
     Config = TheoryConfig
     profiles = {"quick": QUICK, "full": MATCHED_REGIME}
-    cost = {"quick": "~2 min CPU (10 seeds)", "full": "~75 min CPU, one core (10 seeds)"}
+    cost = {"quick": Cost(100, note="10 seeds"), "full": Cost(95 * 60, "CPU, one core", "10 seeds")}
     default_seeds = 10
 
     def paper(self, config: TheoryConfig) -> dict[str, PaperValue]:
@@ -138,7 +138,7 @@ class TheoryConv(TheoryOrder):
     reference = f"{PAPER}, Appendix F.2 (Theorem F.2)"
     profiles = {"quick": {**CONV_REGIME, "steps": 3000, "n_test": 2000},
                 "full": {**CONV_REGIME, "steps": 6000, "n_test": 10000}}
-    cost = {"quick": "~5 min CPU (5 seeds)", "full": "~14 min CPU (5 seeds)"}
+    cost = {"quick": Cost(130, note="5 seeds"), "full": Cost(14 * 60, note="5 seeds")}
     default_seeds = 5
 
 
@@ -151,7 +151,7 @@ class TheoryScaling(Recipe):
     by_kappa = {"n_train": None, "p0": None}  # Assumption 3.3: kappa sets N and p0
     profiles = {"quick": {**QUICK, **by_kappa, "kappas": (0.3, 0.45, 0.7)},
                 "full": {**REGIME, **by_kappa, "steps": 6000, "kappas": (0.2, 0.3, 0.45, 0.7)}}
-    cost = {"quick": "~1 min CPU (5 seeds)", "full": "~10 min CPU (5 seeds, estimated)"}
+    cost = {"quick": Cost(70, note="5 seeds"), "full": Cost(10 * 60, note="5 seeds", estimated=True)}
     default_seeds = 5
 
     def run(self, ctx) -> dict[Metric, list[float]]:

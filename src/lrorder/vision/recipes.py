@@ -15,7 +15,7 @@ from typing import Any
 
 from lrorder.core.config import describe
 from lrorder.core.metrics import Metric
-from lrorder.core.recipe import PaperValue, Recipe, register
+from lrorder.core.recipe import Cost, PaperValue, Recipe, register
 from lrorder.core.rundir import Records
 from lrorder.vision import data
 from lrorder.vision.config import (
@@ -108,7 +108,8 @@ class CifarTable1(VisionRecipe):
     profiles = {"quick": {**QUICK, "epochs": 12, "lr_large": 0.5, "lr_small": 0.05, "sigma_decay": 0.92},
                 "laptop": {**LAPTOP, "sigma_decay": 0.966},
                 "full": {}}
-    cost = {"quick": "~3 min CPU", "laptop": "~1 h CPU, one core (est.)", "full": "~40 min GPU (est.)"}
+    cost = {"quick": Cost(110), "laptop": Cost(3600, "CPU, one core", estimated=True),
+            "full": Cost(40 * 60, "GPU", estimated=True)}
 
     def paper(self, config: Table1Config) -> dict[str, PaperValue]:
         claims = _claims(config, "val_acc", {"large": 90.41, "small_noise": 89.65, "small": 84.93},
@@ -150,7 +151,8 @@ class CifarPatch(VisionRecipe):
     reference = f"{PAPER}, Table 2, Figure 3, Section H.2"
     Config = PatchConfig
     profiles = {"quick": {**QUICK_PATCH, "patch_sep": 0.6}, "laptop": LAPTOP, "full": {}}
-    cost = {"quick": "~3 min CPU", "laptop": "~1 h CPU, one core (est.)", "full": "~12 min GPU (est.)"}
+    cost = {"quick": Cost(140), "laptop": Cost(3600, "CPU, one core", estimated=True),
+            "full": Cost(12 * 60, "GPU", estimated=True)}
 
     def paper(self, config: PatchConfig) -> dict[str, PaperValue]:
         claims = {**_claims(config, "mixed_acc", {"large": 95.35, "small": 92.83, "small_noise": 94.43},
@@ -211,7 +213,8 @@ class CifarPatchControl(VisionRecipe):
     # full: the patch experiment's 60 epochs (this project's choice, the section's own schedule);
     # paper200: Table 1's 200 epochs and anneals, which the paper's 83 / 90 on all images resemble
     profiles = {"quick": QUICK_PATCH, "full": {}, "paper200": PAPER200}
-    cost = {"quick": "~3 min CPU", "full": "~10 min GPU (est.)", "paper200": "~35 min GPU (est.)"}
+    cost = {"quick": Cost(100), "full": Cost(10 * 60, "GPU", estimated=True),
+            "paper200": Cost(35 * 60, "GPU", estimated=True)}
 
     def paper(self, config: ControlConfig) -> dict[str, PaperValue]:
         """The section's numbers, judged at the `full` settings and at those of `paper200`."""
