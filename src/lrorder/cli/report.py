@@ -1,5 +1,5 @@
 """`lrorder report DIR...`: re-render run and sweep reports from their records, compare runs,
-and export runs to TensorBoard."""
+export runs to TensorBoard, and combine runs of a recipe's methods run apart into one run."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ from lrorder.core.errors import UserError
 
 
 def add(verbs: argparse._SubParsersAction) -> None:
-    rerender = add_verb(verbs, "report", "re-render reports from stored records; compare runs",
+    rerender = add_verb(verbs, "report", "re-render reports from stored records; compare or combine runs",
                         "lrorder report runs/claim1 runs/claim1-eps --out compare.md\n"
+                        "lrorder report --combine runs/patch runs/patch-large runs/patch-small "
+                        "runs/patch-small_noise\n"
                         "lrorder report runs/sweep --metric test_loss_ratio\n"
                         "lrorder report --tensorboard runs/claim1   # then: tensorboard --logdir runs/claim1")
     rerender.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
     rerender.add_argument("--out", help="also write the comparison table to this file")
+    rerender.add_argument("--combine", metavar="OUT",
+                          help="write the run directory OUT combined from the runs DIR of one recipe, "
+                               "profile, seeds and config, each with other methods (`--set "
+                               "methods=...`): the recipe's report over all of them, every metric "
+                               "computed again from their records")
     rerender.add_argument("--metric", action="append", default=[],
                           help="for a sweep: draw this metric's phase diagram (repeatable; "
                                "default: the metrics the paper states)")
@@ -33,6 +40,9 @@ def command(args: argparse.Namespace) -> None:
 
     if args.tensorboard:
         board.require()
+    if args.combine:
+        _combine(args)
+        return
     for path in map(Path, args.dirs):
         if sweep.is_sweep(path):
             sweep_report.render(path, args.metric)
@@ -53,3 +63,17 @@ def command(args: argparse.Namespace) -> None:
             except OSError as exc:
                 raise UserError(f"cannot write {args.out} ({exc.strerror}): choose another --out") from None
         print(table)
+
+
+def _combine(args: argparse.Namespace) -> None:
+    from lrorder.core import tensorboard as board
+    from lrorder.core.combine import combine
+    from lrorder.core.runner import print_summary
+
+    if args.out:
+        raise UserError("--combine writes a run directory, not a comparison table: drop --out "
+                        "(compare runs with `lrorder report DIR DIR --out FILE`)")
+    out = Path(args.combine)
+    print_summary(combine([Path(p) for p in args.dirs], out, args.command), out)
+    if args.tensorboard:
+        print(f"wrote {board.export(out)}")

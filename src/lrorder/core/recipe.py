@@ -108,6 +108,15 @@ class Recipe:
         """One seed's metrics, `{quantity: value}`."""
         raise NotImplementedError
 
+    def metrics_from_records(self, config: Any, seeds: list[int],
+                             records: list[dict[str, Any]]) -> dict[Metric, list[float]]:
+        """What `run` returns, computed again from the metrics.jsonl `records` of a run of
+        `config` and `seeds` alone: how runs of parts of a recipe's methods are combined into
+        one (`lrorder report --combine`). Only recipes whose metrics follow from their records
+        can be combined."""
+        raise UserError(f"{self.name} runs cannot be combined: its metrics are not all in its "
+                        "records; run it with every method at once")
+
     def draw(self, records: Records, figure_dir: Path) -> None:
         """Draw the recipe's figures into `figure_dir` from `records` only."""
 

@@ -121,6 +121,10 @@ def render(path: Path) -> str:
              f"Paper: {recipe.reference}", ""]
     if config.get("command"):
         lines += [f"Command: `{config['command']}`", ""]
+    if config.get("parts"):  # a run combined from runs of its methods (`lrorder report --combine`)
+        lines += ["Combined from: " + "; ".join(
+            f"`{part['dir']}` ({', '.join(part['methods'])}; {' -> '.join(part['devices'])}; "
+            f"commit {part['git_commit'] or 'unknown'})" for part in config["parts"]), ""]
     if summary is None:
         lines += [f"Status: **unfinished** ({len(records.metrics)} points logged). Continue it "
                   f"with `lrorder run {recipe.name} --out {records.path} --resume`.", ""]

@@ -260,3 +260,14 @@ def at_epoch(histories: list[dict[str, History]], arm: str, key: str, epoch: int
     """Per seed, `key` of `arm` in 1-based `epoch` (NaN where the arm stopped before it)."""
     return [per_seed[arm][epoch - 1][key] if len(per_seed[arm]) >= epoch else math.nan
             for per_seed in histories]
+
+
+def histories(records: list[dict[str, Any]], seeds: list[int], arms: list[str]) -> list[dict[str, History]]:
+    """What `run_arms` returns, rebuilt from a run's metrics.jsonl `records`: per seed of `seeds`,
+    each arm's epoch records up to its divergence (the record of a diverged epoch is logged, not
+    kept in the history)."""
+    per_seed: list[dict[str, History]] = [{arm: [] for arm in arms} for _ in seeds]
+    for record in records:
+        if record["method"] in arms and not record.get("diverged"):
+            per_seed[seeds.index(record["seed"])][record["method"]].append(record)
+    return per_seed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lrorder.core.config import describe
 from lrorder.core.metrics import Metric
@@ -77,23 +77,42 @@ def _order(metrics: dict[Metric, list[float]], flag: str, key: str) -> None:
                                  for values in zip(*series)]
 
 
-def _arms(ctx, arms, patched: bool) -> tuple[list, dict[Metric, list[float]]]:
-    """Train `arms` (experiment.Arm) for every seed; their histories, and their accuracy metrics
-    at the end and at the matched train loss."""
-    from lrorder.vision import experiment
-
-    histories = experiment.run_arms(ctx, ctx.config, arms, patched)
-    names, evals, epochs = [arm.name for arm in arms], EVALS[patched], ctx.config.epochs
-    return histories, {**experiment.accuracy_metrics(histories, names, evals, epochs),
-                       **experiment.matched_loss_metrics(histories, names, evals, epochs)}
-
-
 class VisionRecipe(Recipe):
+    """A CIFAR recipe: its arms (one per method of the config, `arms`) are trained for every seed,
+    and the metrics are computed from the per-seed histories alone (`metrics`), so that a run
+    and a run combined from runs of its arms (`metrics_from_records`) compute them alike."""
+
     default_seeds = 1
+    patched: ClassVar[bool] = False  # whether the training and validation sets carry the patch
 
     def missing_data(self, config: VisionConfig) -> str | None:
         """None when the data set is here and sound; else downloads it (CIFAR-10) or says why not."""
         return data.ensure(config.dataset, config.data_dir)
+
+    def arms(self, config: VisionConfig) -> list:
+        """An `experiment.Arm` per method of `config.methods`, in that order."""
+        raise NotImplementedError
+
+    def run(self, ctx) -> dict[Metric, list[float]]:
+        from lrorder.vision import experiment
+
+        return self.metrics(ctx.config, experiment.run_arms(ctx, ctx.config, self.arms(ctx.config),
+                                                            self.patched))
+
+    def metrics_from_records(self, config: VisionConfig, seeds: list[int],
+                             records: list[dict[str, Any]]) -> dict[Metric, list[float]]:
+        from lrorder.vision import experiment
+
+        return self.metrics(config, experiment.histories(records, seeds, config.methods))
+
+    def metrics(self, config: VisionConfig, histories: list) -> dict[Metric, list[float]]:
+        """Every arm's accuracy metrics at the end and at the matched train loss, from the per-seed
+        histories (`experiment.run_arms`); recipes add their own readings."""
+        from lrorder.vision import experiment
+
+        arms, evals = list(config.methods), EVALS[self.patched]
+        return {**experiment.accuracy_metrics(histories, arms, evals, config.epochs),
+                **experiment.matched_loss_metrics(histories, arms, evals, config.epochs)}
 
 
 @register
@@ -116,18 +135,20 @@ class CifarTable1(VisionRecipe):
                          "Table 1")
         return {**claims, "val_order_holds": PaperValue(1.0, "Table 1: large > small+noise > small")}
 
-    def run(self, ctx) -> dict[Metric, list[float]]:
+    def arms(self, c: Table1Config) -> list:
         from lrorder.vision.experiment import Arm
         from lrorder.vision.trainer import Method
 
-        c: Table1Config = ctx.config
         methods = {
             "large": Method("large", c.lr_large, c.lr_schedule),
             "small_noise": Method("small_noise", c.lr_small, c.lr_schedule, c.sigma0,
                                   sigma_decay=c.sigma_decay, sigma_per=c.noise_decay),
             "small": Method("small", c.lr_small, c.lr_schedule),
         }
-        _, metrics = _arms(ctx, [Arm(m, methods[m], "full") for m in c.methods], patched=False)
+        return [Arm(m, methods[m], "full") for m in c.methods]
+
+    def metrics(self, config: Table1Config, histories: list) -> dict[Metric, list[float]]:
+        metrics = super().metrics(config, histories)
         _order(metrics, "val_order_holds", "val_acc")
         return metrics
 
@@ -150,6 +171,7 @@ class CifarPatch(VisionRecipe):
     description = "patch-augmented CIFAR-10: the small LR memorizes the patch first and generalizes worse"
     reference = f"{PAPER}, Table 2, Figure 3, Section H.2"
     Config = PatchConfig
+    patched = True
     profiles = {"quick": {**QUICK_PATCH, "patch_sep": 0.6}, "laptop": LAPTOP, "full": {}}
     cost = {"quick": Cost(140), "laptop": Cost(3600, "CPU, one core", estimated=True),
             "full": Cost(12 * 60, "GPU", estimated=True)}
@@ -164,20 +186,24 @@ class CifarPatch(VisionRecipe):
                 Metric("patch_acc", "small", BEFORE).name: PaperValue(90.0, "Figure 3", ">="),
                 Metric("patch_acc", "large", BEFORE).name: PaperValue(10.0, "Figure 3 (chance)", "≈", 5.0)}
 
-    def run(self, ctx) -> dict[Metric, list[float]]:
-        from lrorder.vision.experiment import Arm, at_epoch
+    def arms(self, c: PatchConfig) -> list:
+        from lrorder.vision.experiment import Arm
         from lrorder.vision.trainer import Method
 
-        c: PatchConfig = ctx.config
         anneal = c.anneal_epoch()
         methods = {"large": Method("large", c.lr_large, c.lr_schedule),
                    "small": Method("small", c.lr_small),
                    "small_noise": Method("small_noise", c.lr_small, sigma0=c.sigma0,
                                          sigma_schedule=f"{anneal}:{c.noise_anneal}")}
-        histories, metrics = _arms(ctx, [Arm(m, methods[m]) for m in c.methods], patched=True)
+        return [Arm(m, methods[m]) for m in c.methods]
+
+    def metrics(self, config: PatchConfig, histories: list) -> dict[Metric, list[float]]:
+        from lrorder.vision.experiment import at_epoch
+
+        metrics = super().metrics(config, histories)
         _order(metrics, "clean_order_holds", "clean_acc")
-        for method in c.methods:
-            before = at_epoch(histories, method, "patch_acc", anneal - 1)
+        for method in config.methods:
+            before = at_epoch(histories, method, "patch_acc", config.anneal_epoch() - 1)
             metrics[Metric("patch_acc", method, BEFORE)] = before
         return metrics
 
@@ -222,14 +248,12 @@ class CifarPatchControl(VisionRecipe):
         return _claims(config, "val_acc", {"subset_small": 65.0, "subset_large": 76.0,
                                            "full_small": 83.0, "full_large": 90.0}, "Section H.2", instead)
 
-    def run(self, ctx) -> dict[Metric, list[float]]:
+    def arms(self, c: ControlConfig) -> list:
         from lrorder.vision.experiment import Arm
         from lrorder.vision.trainer import Method
 
-        c: ControlConfig = ctx.config
         lrs = {"small": Method("small", c.lr_small), "large": Method("large", c.lr_large, c.lr_schedule)}
-        arms = [Arm(m, lrs[CONTROL_ARMS[m][1]], CONTROL_ARMS[m][0]) for m in c.methods]
-        return _arms(ctx, arms, patched=False)[1]
+        return [Arm(m, lrs[CONTROL_ARMS[m][1]], CONTROL_ARMS[m][0]) for m in c.methods]
 
     def draw(self, records: Records, figure_dir: Path) -> None:
         from lrorder.vision import plots

@@ -1,0 +1,99 @@
+"""One run combined from runs of parts of a recipe's methods (its arms run apart, in short jobs
+or on several machines), as if the recipe had run them all at once: `lrorder report --combine`.
+
+The parts are finished runs of one recipe, profile, seeds and resolved config but `methods`,
+each method in one part. The combined run is an ordinary run directory: config.json (methods
+the union, in the recipe's order; each part's directory, methods, commit and devices under
+`parts`), metrics.jsonl (the parts' records), summary.json with every metric computed again
+from those records by the function the recipe's own run ends with
+(`Recipe.metrics_from_records`), report.md and figures. Everything is checked and computed
+before the first write.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lrorder.core import config as cfg
+from lrorder.core import report, rundir
+from lrorder.core.errors import UserError
+from lrorder.core.recipe import Recipe, get_recipe
+from lrorder.core.runner import provenance, summarize
+
+
+def combine(parts: Sequence[Path], out: Path, command: str = "") -> dict[str, Any]:
+    """Write the run combined from the runs in `parts` into the new run directory `out`; returns
+    its summary."""
+    runs = [rundir.Records(path) for path in parts]
+    recipe = get_recipe(runs[0].recipe)
+    order = _check(recipe, runs)
+    runs.sort(key=lambda run: order.index(run.config["config"]["methods"][0]))
+    first = runs[0].config
+    chosen = {m for run in runs for m in run.config["config"]["methods"]}
+    config = cfg.resolve(recipe.Config, {**first["config"], "methods": [m for m in order if m in chosen]})
+    records = [record for run in runs for record in run.metrics]
+    metrics = recipe.metrics_from_records(config, first["seeds"], records)
+    if rundir.is_busy(out):
+        raise UserError(f"{out} exists and is not empty: --combine writes a new run directory, "
+                        "choose another")
+    rundir.make_writable_dir(out)
+    rundir.write_json(out / rundir.CONFIG, {
+        "recipe": recipe.name, "profile": first["profile"], "seeds": first["seeds"],
+        "device": first["device"], "config": cfg.as_dict(config), "command": command,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
+        "parts": [{"dir": str(run.path), "methods": run.config["config"]["methods"],
+                   "git_commit": run.config.get("git_commit"),
+                   "devices": _devices(run),
+                   "started": run.config.get("started")} for run in runs]})
+    rundir.write_atomic(out / rundir.METRICS, lambda f: f.writelines(
+        json.dumps(rundir.to_json(record), allow_nan=False) + "\n" for record in records))
+    summary = summarize(recipe, config, first["seeds"], metrics,
+                        [problem for run in runs for problem in run.summary["problems"]],
+                        sum(run.summary["elapsed_s"] for run in runs),
+                        [device for run in runs for device in _devices(run)])
+    rundir.write_json(out / rundir.SUMMARY, summary)
+    report.render(out)
+    return summary
+
+
+def _check(recipe: Recipe, runs: Sequence[rundir.Records]) -> list[str]:
+    """Refuse, in one line, parts that do not make one run; returns the recipe's methods in order."""
+    order = next((list(f.default) for f in cfg.describe(recipe.Config) if f.name == "methods"), None)
+    if order is None:
+        raise UserError(f"{recipe.name} has no methods to run apart: nothing to combine")
+
+    def setup(run: rundir.Records) -> dict[str, Any]:
+        stored = run.config
+        return {"recipe": stored["recipe"], "profile": stored["profile"], "seeds": stored["seeds"],
+                **{k: v for k, v in stored["config"].items() if k != "methods"}}
+
+    reference, owner = setup(runs[0]), {}
+    for run in runs:
+        mine = setup(run)
+        differ = [k for k in dict.fromkeys([*reference, *mine]) if mine.get(k) != reference.get(k)]
+        if differ:
+            raise UserError(f"{run.path} and {runs[0].path} differ in {', '.join(differ)}: only runs of "
+                            "one recipe, profile, seeds and config but methods combine")
+        if run.summary is None:
+            raise UserError(f"{run.path} is unfinished: complete it first "
+                            f"(lrorder run {recipe.name} --out {run.path} --resume)")
+        if run.skipped_lines:
+            raise UserError(f"{run.path / rundir.METRICS} has damaged line(s) "
+                            f"{', '.join(map(str, run.skipped_lines))}: its records are not whole; "
+                            "run that part again")
+        for method in run.config["config"]["methods"]:
+            if method in owner:
+                raise UserError(f"method {method} is in both {owner[method]} and {run.path}: "
+                                "combine one run of each method")
+            owner[method] = run.path
+    return order
+
+
+def _devices(run: rundir.Records) -> list[str]:
+    """Where each part of a finished run computed (summary.json's `devices`)."""
+    return run.summary.get("devices") or [run.config["device"]]
