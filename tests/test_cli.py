@@ -4,6 +4,7 @@ seed choices, re-runs, TensorBoard output, the verbs settings add, and what the 
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -373,6 +374,27 @@ def test_reproduce_runs_available_recipes_and_skips_the_rest(tmp_path, capsys, m
     assert "## needs-data: skipped" in index and "run `lrorder data`" in index
     lemma2 = stored(tmp_path / "all" / "convex-lemma2", "summary.json")["metrics"]
     assert lemma2["annealed_bound_holds"]["mean"] == lemma2["gf_bound_holds"]["mean"] == 1.0
+
+
+def test_a_terminated_run_stops_as_an_interrupted_one_and_resumes(tmp_path, capsys, monkeypatch, cli):
+    """SIGTERM, what `timeout` and cluster schedulers send at a job's time limit, exits 130 with
+    the resume point kept, as Ctrl-C does; the handler is the caller's again afterwards."""
+    out = tmp_path / "terminated"
+    original = ConvexClaim1.run_seed
+
+    def terminated_on_seed_1(self, ctx, seed):
+        if seed == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, ctx, seed)
+
+    monkeypatch.setattr(ConvexClaim1, "run_seed", terminated_on_seed_1)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli("run", "convex-claim1", "--seeds", 3, "--out", out, *FAST) == 130
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "interrupted; continue with: lrorder run convex-claim1 --out" in capsys.readouterr().err
+    monkeypatch.setattr(ConvexClaim1, "run_seed", original)
+    assert cli("run", "convex-claim1", "--out", out, "--resume") == 0
+    assert stored(out, "summary.json")["status"] == "complete"
 
 
 def test_reproduce_starts_the_longest_recipe_first(tmp_path, capsys, monkeypatch, cli):

@@ -20,8 +20,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
+import signal
 import sys
+import threading
 
 from lrorder.cli import listing, report, reproduce, run, settings, show, sweep
 from lrorder.cli.options import Parser
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.command = "lrorder " + shlex.join(argv)
         args.continue_with = None
-        return args.func(args) or 0
+        with _terminate_interrupts():
+            return args.func(args) or 0
     except UserError as exc:
         print(f"lrorder: error: {exc}", file=sys.stderr)
         return 2
@@ -54,3 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"; continue with: {args.continue_with}" if args and args.continue_with else ""
         print(f"lrorder: interrupted{hint}", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _terminate_interrupts():
+    """SIGTERM (a job's time limit: `timeout`, a cluster scheduler) stops a command as Ctrl-C
+    does: the resume point is kept whole, exit status 130. Only the main thread sets handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
