@@ -1,8 +1,13 @@
 """Fixtures shared by the test modules, and the `gpu` marker: a test marked `gpu` is skipped
-unless a CUDA device is visible (torch is imported only when such a test is collected)."""
+unless a CUDA device is visible (torch is imported only when such a test is collected).
+
+With LRORDER_TEST_FAST=on in the environment (CI's second job), every vision run that does not
+set `fast` itself runs as with `--set fast=on`: the arms sharing a training set are stacked on
+the CPU too, as a GPU stacks them, so the tests check that grouping's contract as well."""
 
 import http.server
 import io
+import os
 import pickle
 import tarfile
 import threading
@@ -12,6 +17,35 @@ import pytest
 
 from lrorder.cli import main
 from lrorder.vision import data
+
+FAST_FORCED = os.environ.get("LRORDER_TEST_FAST") == "on"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def forced_fast():
+    """Under LRORDER_TEST_FAST=on, `fast=on` for every vision config built without a `fast` of its
+    own (a profile has none; a stored run's config keeps the one it started with), for the whole
+    session: module-scoped runs too."""
+    with pytest.MonkeyPatch.context() as patch:
+        if FAST_FORCED:
+            from lrorder.core import config
+            from lrorder.vision.config import VisionConfig
+
+            resolve = config.resolve
+
+            def forced(config_type, values=(), texts=()):
+                if issubclass(config_type, VisionConfig) and "fast" not in {**dict(values), **dict(texts)}:
+                    texts = {**dict(texts), "fast": "on"}
+                return resolve(config_type, values, texts)
+
+            patch.setattr(config, "resolve", forced)
+        yield
+
+
+@pytest.fixture
+def fast_forced():
+    """Whether vision runs that do not set `fast` stack their arms here (LRORDER_TEST_FAST=on)."""
+    return FAST_FORCED
 
 
 @pytest.fixture

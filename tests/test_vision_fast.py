@@ -1,6 +1,6 @@
-"""The fast path computes what the plain `Trainer` computes: several models stacked in one
-network, trained by one fused Nesterov SGD, give every model's own losses, parameters, BatchNorm
-statistics and evaluations (CPU, fp32, tight tolerance).
+"""The production trainer computes what the plain `Trainer`, the oracle, computes: one model, or
+several stacked in one network, trained by one fused Nesterov SGD, give every model's own
+losses, parameters, BatchNorm statistics and evaluations (CPU, fp32, tight tolerance).
 
 In fp32 the two paths round differently (grouped vs single convolutions); at lr 0.1 on random
 images a difference of 1e-7 flips a few ReLUs within a few steps and then grows, so the long
@@ -12,6 +12,8 @@ import math
 import pytest
 import torch
 
+from lrorder.vision import experiment
+from lrorder.vision.config import PatchConfig
 from lrorder.vision.stacked import NesterovSGD, StackedTrainer, stack_states, unstack_state
 from lrorder.vision.trainer import Method, Optimisation, Trainer, resumed_seed
 from lrorder.vision.wrn import WideResNet
@@ -23,10 +25,11 @@ METHODS = [Method("large", 0.1, "2:0.04"),
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
 
-def models():
-    """Different initial weights per model, so that any cross-talk between models would show."""
+def models(count=3):
+    """Different initial weights per model (one per method), so that any cross-talk between
+    models would show."""
     nets = []
-    for seed in range(len(METHODS)):
+    for seed in range(count):
         torch.manual_seed(seed)
         nets.append(WideResNet(10, 1))
     return nets
@@ -34,18 +37,40 @@ def models():
 
 @pytest.fixture
 def both_paths(tiny_sets):
-    """`both_paths(epochs)`: three plain fp32 Trainers and one StackedTrainer of the same models."""
-    def make(epochs=2):
-        return _both_paths(*tiny_sets(), epochs)
+    """`both_paths(epochs, methods)`: a plain fp32 Trainer per method and one StackedTrainer of
+    the same models."""
+    def make(epochs=2, methods=METHODS):
+        return _both_paths(*tiny_sets(), epochs, methods)
     return make
 
 
-def _both_paths(train, evals, epochs):
+def _both_paths(train, evals, epochs, methods=METHODS):
     optim = Optimisation(epochs, batch_size=40)
     plain = [Trainer(net, method, optim, train, evals, 0, "cpu", "fp32")
-             for net, method in zip(models(), METHODS)]
-    stacked = StackedTrainer(models(), METHODS, optim, train, evals, 0, "cpu", precision="fp32")
+             for net, method in zip(models(len(methods)), methods)]
+    stacked = StackedTrainer(models(len(methods)), methods, optim, train, evals, 0, "cpu", precision="fp32")
     return plain, stacked
+
+
+# the production trainer's groupings: the three methods stacked, and one model (the noisy one)
+GROUPS = pytest.mark.parametrize("methods", [METHODS, METHODS[1:2]], ids=["stacked", "one-model"])
+
+
+def test_a_run_trains_every_group_with_the_stacked_trainer_and_one_arm_is_an_ordinary_network(tiny_sets):
+    """One production trainer for every grouping: `fast` off gives each arm its own, M = 1, with
+    no grouped convolution; on, the arms sharing a training set share one."""
+    train, evals = tiny_sets()
+    setting = experiment.Setting({"train": train}, evals, 3, "tiny")
+    arms = [experiment.Arm(method.name, method) for method in METHODS]
+    initial = WideResNet(10, 1).state_dict()
+    assert experiment._groups(arms, True) == [arms]
+    assert experiment._groups(arms, False) == [[arm] for arm in arms]
+    for fast in (False, True):
+        for group in experiment._groups(arms, fast):
+            trainer = experiment._trainer(PatchConfig(depth=10, widen=1), group, setting, initial, 0, "cpu")
+            assert isinstance(trainer, StackedTrainer) and trainer.methods == [arm.method for arm in group]
+            convs = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+            assert [conv.groups for conv in convs] == [1] + [len(group)] * (len(convs) - 1)  # stem: 1
 
 
 def test_stacking_a_state_and_unstacking_it_is_the_identity():
@@ -102,18 +127,19 @@ def precision(request):
     torch.set_num_threads(threads)
 
 
-def test_every_step_has_each_models_own_loss_and_the_final_state_matches(both_paths, precision):
+@GROUPS
+def test_every_step_has_each_models_own_loss_and_the_final_state_matches(both_paths, precision, methods):
     dtype, steps, tolerance = precision
-    plain, stacked = both_paths()
+    plain, stacked = both_paths(methods=methods)
     generator = torch.Generator().manual_seed(5)
     for trainer in (*plain, stacked):
         trainer.model.train()
     for step in range(steps):
         x, y = plain[0].train_set.batch(torch.randperm(96, generator=generator)[:24], generator)
         x = x.to(dtype)
-        sigmas = [m.sigma(1, step, 2) for m in METHODS]
+        sigmas = [m.sigma(1, step, 2) for m in methods]
         stacked.noise.sigma.copy_(torch.tensor(sigmas))
-        stacked.optimizer.lr.copy_(torch.tensor([m.lr(1, 2) for m in METHODS]))
+        stacked.optimizer.lr.copy_(torch.tensor([m.lr(1, 2) for m in methods]))
         out = stacked.step(x, y)
         for m, (trainer, sigma) in enumerate(zip(plain, sigmas)):
             trainer.model.noise.sigma = sigma
@@ -125,8 +151,9 @@ def test_every_step_has_each_models_own_loss_and_the_final_state_matches(both_pa
             torch.testing.assert_close(state[key], value, **tolerance, msg=key)
 
 
-def test_epochs_log_the_same_records_as_the_plain_trainer(both_paths):
-    plain, stacked = both_paths()
+@GROUPS
+def test_epochs_log_the_same_records_as_the_plain_trainer(both_paths, methods):
+    plain, stacked = both_paths(methods=methods)
     for _ in range(2):
         fast = stacked.run_epoch()
         for trainer, record in zip(plain, fast):

@@ -15,14 +15,15 @@ from lrorder.vision import data, experiment
 from lrorder.vision.config import ControlConfig, PatchConfig
 from lrorder.vision.recipes import RANKED, control_schedule
 from lrorder.vision.stacked import StackedTrainer
-from lrorder.vision.trainer import Method, Trainer
+from lrorder.vision.trainer import Method
 
 # the paper's settings (full profile) on a tiny network, data set and run
 TINY = ["--profile", "full", "--set", "depth=10", "--set", "widen=1", "--set", "train_size=200",
         "--set", "test_size=100", "--set", "epochs=4"]
-# a test about the plain CPU path (its log order, exact resume, a patched `Trainer`) pins the
-# device: `auto` takes the stacked path on a machine with CUDA
+# a test about a CPU run (its grouping of arms, exact resume, a patched trainer) pins the device:
+# `fast=auto` stacks the arms on a machine with CUDA
 CPU = ["--device", "cpu"]
+PATCH_ARMS = ("large", "small", "small_noise")
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,14 @@ def run(*argv):
     return main([str(a) for a in argv])
 
 
+def logged(arms, epochs, stacked):
+    """The (method, epoch) order of the log lines of `arms` sharing a training set: stacked, epoch
+    by epoch, every arm in turn; else one arm after another."""
+    if stacked:
+        return [(m, e) for e in range(1, epochs + 1) for m in arms]
+    return [(m, e) for m in arms for e in range(1, epochs + 1)]
+
+
 def records(out):
     summary = json.loads((out / "summary.json").read_text())
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -62,7 +71,7 @@ def patch_run(tmp_path_factory, data_dir):
     return out
 
 
-def test_cifar_patch_writes_table2_metrics_and_figure3(patch_run):
+def test_cifar_patch_writes_table2_metrics_and_figure3(patch_run, fast_forced):
     summary, lines = records(patch_run)
     assert summary["status"] == "complete"
     for method in ("large", "small", "small_noise"):
@@ -75,8 +84,7 @@ def test_cifar_patch_writes_table2_metrics_and_figure3(patch_run):
     # at the paper's settings every number of Table 2 and Figure 3 is claimed for a metric the run writes
     assert len(paper_at_full_profile("cifar-patch")) == 15
     assert set(paper_at_full_profile("cifar-patch")) <= set(summary["metrics"])
-    assert [(p["method"], p["epoch"]) for p in lines] == [
-        (m, e) for m in ("large", "small", "small_noise") for e in range(1, 5)]
+    assert [(p["method"], p["epoch"]) for p in lines] == logged(PATCH_ARMS, 4, fast_forced)
     # the anneal is at half of the run: lr 0.1 -> 0.004, sigma 0.4 -> 4e-6
     large = [p for p in lines if p["method"] == "large"]
     noisy = [p for p in lines if p["method"] == "small_noise"]
@@ -101,10 +109,10 @@ def without_seconds(lines):
     return [{k: v for k, v in p.items() if not k.endswith("seconds")} for p in lines]
 
 
-def killed_and_resumed(out, data_dir, monkeypatch, trainer, call, *sets):
-    """Run cifar-patch, interrupted in the `call`-th epoch of `trainer`, then resume it."""
+def killed_and_resumed(out, data_dir, monkeypatch, call, *sets):
+    """Run cifar-patch, interrupted in the trainers' `call`-th epoch, then resume it."""
     calls = {"n": 0}
-    original = trainer.run_epoch
+    original = StackedTrainer.run_epoch
 
     def dies(self):
         calls["n"] += 1
@@ -112,7 +120,7 @@ def killed_and_resumed(out, data_dir, monkeypatch, trainer, call, *sets):
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(trainer, "run_epoch", dies)
+    monkeypatch.setattr(StackedTrainer, "run_epoch", dies)
     argv = ["run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
             "--set", "checkpoint_every=1", *sets]
     assert run(*argv) == 130
@@ -120,30 +128,30 @@ def killed_and_resumed(out, data_dir, monkeypatch, trainer, call, *sets):
     return records(out)
 
 
-def test_killed_run_resumes_to_the_same_numbers(tmp_path, data_dir, patch_run, monkeypatch):
-    resumed, lines = killed_and_resumed(tmp_path / "patch", data_dir, monkeypatch, Trainer, 7)
+def test_killed_run_resumes_to_the_same_numbers(tmp_path, data_dir, patch_run, monkeypatch, fast_forced):
+    """Killed in its third epoch: stacked, of the one group; one arm at a time, of the second arm."""
+    resumed, lines = killed_and_resumed(tmp_path / "patch", data_dir, monkeypatch, 3 if fast_forced else 7)
     reference, reference_lines = records(patch_run)
     assert resumed["metrics"] == reference["metrics"]
     assert without_seconds(lines) == without_seconds(reference_lines)
 
 
-def test_fast_path_run_resumes_exactly_and_logs_what_the_plain_path_logs(tmp_path, data_dir, patch_run,
-                                                                         monkeypatch):
+def test_stacked_run_resumes_exactly_and_logs_what_one_arm_at_a_time_logs(tmp_path, data_dir, patch_run,
+                                                                          monkeypatch):
     fast = ("--set", "fast=on")
     straight = tmp_path / "straight"
     assert run("run", "cifar-patch", "--out", straight, "--set", f"data_dir={data_dir}", *TINY, *CPU,
                *fast) == 0
-    resumed, lines = killed_and_resumed(tmp_path / "resumed", data_dir, monkeypatch, StackedTrainer, 3,
-                                        *fast)
+    resumed, lines = killed_and_resumed(tmp_path / "resumed", data_dir, monkeypatch, 3, *fast)
     reference, reference_lines = records(straight)
     assert resumed["metrics"] == reference["metrics"]
     assert without_seconds(lines) == without_seconds(reference_lines)
-    # every arm's epochs, trained together, carry the plain path's fields and (to float rounding) losses
-    plain = {(p["method"], p["epoch"]): p for p in records(patch_run)[1]}
-    assert [(p["method"], p["epoch"]) for p in lines] == [
-        (m, e) for e in range(1, 5) for m in ("large", "small", "small_noise")]
+    # every arm's epochs, trained together, carry the fields and (to float rounding) the losses of
+    # the run's default grouping (one arm at a time, unless LRORDER_TEST_FAST=on)
+    default = {(p["method"], p["epoch"]): p for p in records(patch_run)[1]}
+    assert [(p["method"], p["epoch"]) for p in lines] == logged(PATCH_ARMS, 4, True)
     for point in lines:
-        twin = plain[point["method"], point["epoch"]]
+        twin = default[point["method"], point["epoch"]]
         assert list(point) == list(twin)
         assert point["train_loss"] == pytest.approx(twin["train_loss"], rel=1e-3)
 
@@ -175,7 +183,7 @@ def test_table1_subset_of_methods_and_figure1(tmp_path, data_dir):
 
 
 def test_diverged_method_is_a_status_not_a_traceback(tmp_path, data_dir, monkeypatch, capsys):
-    monkeypatch.setattr(Trainer, "lr", lambda self, epoch: float("nan"))
+    monkeypatch.setattr(Method, "lr", lambda self, epoch, epochs: float("nan"))
     out = tmp_path / "nan"
     assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
                "--set", "methods=full_large") == 0
@@ -186,13 +194,15 @@ def test_diverged_method_is_a_status_not_a_traceback(tmp_path, data_dir, monkeyp
     assert (out / "figures" / "test_vs_train_loss.png").exists()  # empty, saying it diverged
 
 
-def test_a_diverged_arm_of_a_stacked_group_stops_while_the_others_go_on(tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize("fast", ["on", "off"])
+def test_a_diverged_arm_stops_while_the_others_go_on(tmp_path, data_dir, monkeypatch, fast):
+    """Stacked or one arm at a time, the log is the same here: the diverged arm's one line first."""
     original = Method.lr
     monkeypatch.setattr(Method, "lr", lambda self, epoch, epochs: float("nan") if self.lr0 == 0.1
                         else original(self, epoch, epochs))
     out = tmp_path / "nan"
     assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY,
-               "--set", "methods=full_large,full_small", "--set", "fast=on") == 0
+               *CPU, "--set", "methods=full_large,full_small", "--set", f"fast={fast}") == 0
     summary, lines = records(out)
     assert summary["status"] == "diverged" and "full_large" in summary["problems"][0]
     assert summary["metrics"]["val_acc_full_large"]["mean"] is None
@@ -243,24 +253,27 @@ def test_cifar_patch_anneals_where_its_lr_schedule_says(tmp_path, data_dir):
     assert summary["metrics"]["patch_acc_small_before_anneal"]["per_seed"] == [patch_epoch2]
 
 
-def test_a_divergence_before_a_kill_is_still_reported_after_the_resume(tmp_path, data_dir, monkeypatch):
-    """The problems list is part of the resume point: the first arm diverges, the run is killed in
-    the second, and the resumed run still ends `diverged`, naming the arm and the seed."""
-    original_lr, original_epoch = Method.lr, Trainer.run_epoch
+@pytest.mark.parametrize("fast", ["on", "off"])
+def test_a_divergence_before_a_kill_is_still_reported_after_the_resume(tmp_path, data_dir, monkeypatch, fast):
+    """The problems list is part of the resume point: the first arm diverges in its first epoch,
+    the run is killed in the third epoch trained (stacked: the group's third; one arm at a time:
+    the second arm's second), and the resumed run still ends `diverged`, naming the arm and the
+    seed."""
+    original_lr, original_epoch = Method.lr, StackedTrainer.run_epoch
     monkeypatch.setattr(Method, "lr", lambda self, epoch, epochs: float("nan") if self.lr0 == 0.1
                         else original_lr(self, epoch, epochs))
     calls = {"n": 0}
 
-    def dies_in_the_second_arm(self):
+    def dies(self):
         calls["n"] += 1
-        if calls["n"] == 3:  # the first arm diverged in its first epoch; this is the second's 2nd
+        if calls["n"] == 3:
             raise KeyboardInterrupt
         return original_epoch(self)
 
-    monkeypatch.setattr(Trainer, "run_epoch", dies_in_the_second_arm)
+    monkeypatch.setattr(StackedTrainer, "run_epoch", dies)
     out = tmp_path / "nan"
     argv = ["run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
-            "--set", "methods=full_large,full_small", "--set", "checkpoint_every=1", "--set", "fast=off"]
+            "--set", "methods=full_large,full_small", "--set", "checkpoint_every=1", "--set", f"fast={fast}"]
     assert run(*argv) == 130
     assert run("run", "cifar-patch-control", "--out", out, "--resume") == 0
     summary, _ = records(out)
@@ -276,7 +289,7 @@ def test_a_divergence_before_a_kill_is_still_reported_after_the_resume(tmp_path,
 def test_an_exploding_or_non_finite_loss_is_a_divergence(tmp_path, data_dir, monkeypatch, sets, evaluated,
                                                          problem):
     if evaluated is not None:
-        monkeypatch.setattr(Trainer, "evaluate", lambda self: dict(evaluated))
+        monkeypatch.setattr(StackedTrainer, "evaluate", lambda self: [dict(evaluated)])
     out = tmp_path / "exploding"
     assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
                "--set", "methods=full_large", *[a for s in sets for a in ("--set", s)]) == 0
@@ -288,7 +301,7 @@ def test_an_exploding_or_non_finite_loss_is_a_divergence(tmp_path, data_dir, mon
 def test_a_finite_validation_loss_spike_is_not_a_divergence(tmp_path, data_dir, monkeypatch):
     """Under a large LR the validation loss can jump for an epoch (54 measured on the quick
     control) while training goes on: only the training loss is bounded by max_loss."""
-    monkeypatch.setattr(Trainer, "evaluate", lambda self: {"val_loss": 60.0, "val_acc": 10.0})
+    monkeypatch.setattr(StackedTrainer, "evaluate", lambda self: [{"val_loss": 60.0, "val_acc": 10.0}])
     out = tmp_path / "spike"
     assert run("run", "cifar-patch-control", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
                "--set", "methods=full_large") == 0
@@ -391,24 +404,25 @@ def test_the_best_epoch_and_its_accuracy_are_read_per_set_beside_the_final_and_l
 
 
 def test_a_run_started_on_another_device_resumes_on_the_one_asked_for(tmp_path, data_dir, patch_run,
-                                                                      monkeypatch, capsys):
+                                                                      monkeypatch, capsys, fast_forced):
     """A run started with CUDA (config.json says so) and killed goes on on the CPU with --device cpu
     and ends as the uninterrupted CPU run; without --device, on a machine without CUDA, the resume
     is refused in one line and touches nothing. (The first part ran on the CPU and config.json is
-    edited: there is no GPU here; the resume point's states are the CPU's, so the resume is exact.)"""
+    edited: there is no GPU here; the resume point's states are the CPU's, so the resume is exact.
+    `fast` is pinned to the CPU's grouping in force, which `auto` would change with the device.)"""
     out = tmp_path / "moved"
     calls = {"n": 0}
-    original = Trainer.run_epoch
+    original = StackedTrainer.run_epoch
 
     def dies(self):
         calls["n"] += 1
-        if calls["n"] == 7:
+        if calls["n"] == (3 if fast_forced else 7):
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(Trainer, "run_epoch", dies)
+    monkeypatch.setattr(StackedTrainer, "run_epoch", dies)
     assert run("run", "cifar-patch", "--out", out, "--set", f"data_dir={data_dir}", *TINY, *CPU,
-               "--set", "checkpoint_every=1", "--set", "fast=off") == 130
+               "--set", "checkpoint_every=1", "--set", f"fast={'on' if fast_forced else 'off'}") == 130
     stored = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**stored, "device": "cuda"}))
     capsys.readouterr()

@@ -48,13 +48,13 @@ class VisionConfig:
     checkpoint_every: int = param(5, "epochs between resume points (also one after every method)",
                                   check=at_least(1))
     fast: Literal["auto", "on", "off"] = param(
-        "auto", "train the methods that share a training set at once, stacked in one network "
-        "(same math as one by one, tested on CPU); auto: on with CUDA, off on the CPU (the reference)")
+        "auto", "on: train the methods that share a training set at once, stacked in one network; "
+        "off: one method at a time (same math, same trainer); auto: on with CUDA, off on the CPU")
     precision: Literal["bf16", "fp32"] = param(
         "bf16", "bf16: autocast to bfloat16 with channels_last, on CUDA and on the CPU (about 2x faster "
         "than fp32 on a CPU with AVX-512 BF16); fp32: the released code's precision, to check a run "
         "against")
-    cuda_graph: bool = param(False, "with fast on CUDA: capture the training step once as a CUDA "
+    cuda_graph: bool = param(False, "on CUDA: capture the training step once as a CUDA "
                              "graph and replay it (off until measured on a GPU; docs/vision.md)")
 
     def fast_on(self, device: str) -> bool:

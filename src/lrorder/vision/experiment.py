@@ -6,12 +6,19 @@ CPU generator seeded by the seed, and the initial weights from `torch.manual_see
 every arm of a seed sees the same data and starts from the same network on any device.
 The units of work of a run are a seed's groups of arms (one arm, or the arms trained together);
 inside a unit a resume point (`ctx.checkpoint`) is written every `checkpoint_every` epochs.
-An arm diverges when a loss is non-finite or its training loss is above `max_loss`; the others go on.
 
-Arms that share a training set train together on the fast path (`lrorder.vision.stacked`, one
-network for the group; `fast`, on by default with CUDA only) or one by one with the plain
-`Trainer`, the reference. Both log the same fields per arm and epoch; the fast path's lines come
-epoch by epoch, every arm of the group in turn.
+Every group trains with a `StackedTrainer` of M >= 1 models (`lrorder.vision.stacked`), so CI
+on the CPU tests the code a GPU runs. `fast` only decides the grouping: on (the default with
+CUDA), the arms that share a training set are one group, one network; off (the default on the
+CPU), every arm is its own group, M = 1, an ordinary network. The plain `Trainer` is not a
+production path: it is the oracle of the released code's maths that the tests, `lrorder
+selftest` and `lrorder bench` compare the stacked trainer with.
+
+One contract for every grouping: an arm diverges when a loss is non-finite or its training
+loss is above `max_loss`, and is logged no more while the others go on (a group whose arms all
+diverged stops); Ctrl-C or SIGTERM exits with status 130 and keeps the last resume point. The
+log comes unit by unit: with M = 1 one arm after another, each epoch by epoch; stacked, epoch
+by epoch, every arm of the group in turn.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from lrorder.vision.config import EVALS, LAST, VisionConfig
 from lrorder.vision.loader import ImageSet
 from lrorder.vision.patch import PatchRule, patchable_mask
 from lrorder.vision.stacked import StackedTrainer
-from lrorder.vision.trainer import Method, Trainer
+from lrorder.vision.trainer import Method
 from lrorder.vision.wrn import WideResNet
 
 History = list[dict[str, Any]]  # an arm's epoch records, in order
@@ -110,7 +117,7 @@ def run_arms(ctx, config: VisionConfig, arms: list[Arm], patched: bool) -> list[
             torch.manual_seed(seed)
             initial = WideResNet(config.depth, config.widen, channels=setting.channels).state_dict()
             built.update(seed=seed, setting=setting, initial=initial)
-        return _train_group(ctx, config, group, built["setting"], built["initial"], seed, partial, fast)
+        return _train_group(ctx, config, group, built["setting"], built["initial"], seed, partial)
 
     with cudnn_autotune(ctx.device):
         results = ctx.each(units, train)
@@ -133,7 +140,7 @@ def cudnn_autotune(device: str):
 
 
 def _groups(arms: list[Arm], fast: bool) -> list[list[Arm]]:
-    """Arms trained together: on the fast path those sharing a training set, else one by one."""
+    """Arms trained together: with `fast` those sharing a training set, else one by one."""
     if not fast:
         return [[arm] for arm in arms]
     trains = dict.fromkeys(arm.train for arm in arms)
@@ -141,30 +148,24 @@ def _groups(arms: list[Arm], fast: bool) -> list[list[Arm]]:
 
 
 def _trainer(config: VisionConfig, arms: list[Arm], setting: Setting, initial: Mapping[str, Any],
-             seed: int, device: str, fast: bool):
-    """The trainer of a group (stacked if `fast`) and a function running one epoch of it: one
-    record per arm."""
+             seed: int, device: str) -> StackedTrainer:
+    """The trainer of a group: its arms' networks, each from `initial`, stacked (M = 1: one
+    ordinary network)."""
     models = []
     for _ in arms:
         models.append(WideResNet(config.depth, config.widen, channels=setting.channels))
         models[-1].load_state_dict(initial)
-    train = setting.trains[arms[0].train]
-    if fast:
-        trainer = StackedTrainer(models, [arm.method for arm in arms], config.optimisation(), train,
-                                 setting.evals, seed, device, graph=config.cuda_graph,
-                                 precision=config.precision)
-        return trainer, trainer.run_epoch
-    plain = Trainer(models[0], arms[0].method, config.optimisation(), train, setting.evals, seed, device,
-                    config.precision)
-    return plain, lambda: [plain.run_epoch()]
+    return StackedTrainer(models, [arm.method for arm in arms], config.optimisation(),
+                          setting.trains[arms[0].train], setting.evals, seed, device,
+                          graph=config.cuda_graph, precision=config.precision)
 
 
 def _train_group(ctx, config: VisionConfig, arms: list[Arm], setting: Setting, initial: Mapping[str, Any],
-                 seed: int, partial: dict[str, Any] | None, fast: bool) -> dict[str, History]:
+                 seed: int, partial: dict[str, Any] | None) -> dict[str, History]:
     """Train the arms of one group to the end (an arm that diverges stops, the others go on);
     returns each arm's history. `partial` may come from another device (see
     `trainer.restore_generators`)."""
-    trainer, run_epoch = _trainer(config, arms, setting, initial, seed, ctx.device, fast)
+    trainer = _trainer(config, arms, setting, initial, seed, ctx.device)
     history: dict[str, History] = {arm.name: [] for arm in arms}
     if partial is not None:
         trainer.load_state_dict(partial["trainer"])
@@ -174,7 +175,7 @@ def _train_group(ctx, config: VisionConfig, arms: list[Arm], setting: Setting, i
     bar = ctx.progress(config.epochs, f"seed {seed} {key}")
     bar.update(trainer.epoch)
     while trainer.epoch < config.epochs and live:
-        for arm, record in zip(arms, run_epoch()):
+        for arm, record in zip(arms, trainer.run_epoch()):
             if arm.name not in live:
                 continue
             problem = divergence(record, tuple(setting.evals), config.max_loss)

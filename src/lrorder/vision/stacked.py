@@ -1,11 +1,14 @@
-"""The fast path: several WideResNets trained at once in one set of kernels, with `Trainer`'s math.
+"""The production trainer: M >= 1 WideResNets trained at once in one set of kernels, with the
+maths of the plain `Trainer` (the released code's, the tests' oracle).
 
-Arms of a seed that share a training set see the same batches (their data generators share a
-seed), so their M networks become one `WideResNet(models=M)`: grouped convolutions, per-model
-BatchNorm over the stacked channels, a stacked last layer. The loss is the sum of the M models'
-mean cross-entropies, whose gradient with respect to model m's parameters is model m's own.
-Each model keeps its own noise generator, learning rate and sigma, so each trains exactly as it
-would alone (tests/test_vision_fast.py checks this against `Trainer` on the CPU).
+Every group of arms of a recipe trains here (`lrorder.vision.experiment`): one arm (M = 1, an
+ordinary network, no grouped convolution), or the arms of a seed that share a training set.
+Those see the same batches (their data generators share a seed), so their M networks become one
+`WideResNet(models=M)`: grouped convolutions, per-model BatchNorm over the stacked channels, a
+stacked last layer. The loss is the sum of the M models' mean cross-entropies, whose gradient
+with respect to model m's parameters is model m's own. Each model keeps its own noise
+generator, learning rate and sigma, so each trains exactly as it would alone
+(tests/test_vision_fast.py checks this against `Trainer` on the CPU).
 
 Learning rates and sigmas live in device tensors and the optimizer is written out, so nothing in
 a step reads the host: on CUDA, `graph=True` captures the step once as a CUDA graph and replays
@@ -116,9 +119,9 @@ class NesterovSGD:
 
 
 class StackedTrainer:
-    """`Trainer` for M models with M methods on one training set, in one network. `run_epoch`
-    returns one record per model, with the fields of `Trainer.run_epoch` (the seconds are the
-    group's); state dicts resume exactly. `precision` as `Trainer`'s."""
+    """`Trainer`'s maths for M >= 1 models with M methods on one training set, in one network.
+    `run_epoch` returns one record per model, with the fields of `Trainer.run_epoch` (the seconds
+    are the group's); state dicts resume exactly. `precision` as `Trainer`'s."""
 
     def __init__(self, models: Sequence[WideResNet], methods: Sequence[Method], optim: Optimisation,
                  train: ImageSet, evals: Mapping[str, ImageSet], seed: int, device: str,

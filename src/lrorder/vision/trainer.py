@@ -1,4 +1,8 @@
-"""Training one WideResNet by one method of the paper, epoch by epoch, resumable exactly.
+"""Training one WideResNet by one method of the paper, epoch by epoch, resumable exactly: the
+oracle of the released code's maths, not a production path. Runs train with
+`lrorder.vision.stacked.StackedTrainer` (M = 1 for one arm), which the tests, `lrorder selftest`
+and `lrorder bench` hold to this `Trainer`; the pieces both share (methods, precision, random
+streams, resume across devices) live here.
 
 SGD with Nesterov momentum 0.9, weight decay 5e-4, batch 128, cross-entropy (the released
 code). `precision` "bf16" is bf16 autocast with channels_last, on CUDA and on the CPU alike;
