@@ -485,7 +485,8 @@ def test_bench_train_step_prints_every_path(capsys, cli):
                "--rounds", 1, "--warmup", 0, "--device", "cpu", "--epoch-images", 0) == 0
     out = capsys.readouterr().out
     assert out.startswith("WRN-10-1, batch 4 per model, median of 1 rounds of 1 steps on CPU")
-    for path in ("plain fp32 eager (released code)", "plain trainer", "fast: 3 methods stacked, eager"):
+    for path in ("plain fp32 eager (released code)", "plain Trainer (the tests' oracle)",
+                 "fast off: 1 model, eager", "fast on: 3 methods stacked, eager"):
         assert path in out
     assert all(word in out for word in ("TFLOP/s", "of peak", "ratio", "cifar-patch", "cifar-table1"))
 

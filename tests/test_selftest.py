@@ -1,5 +1,5 @@
-"""`lrorder selftest`: the quick run on the CPU passes every check and records it; a broken fast
-path, or a check that cannot run, is a failed row and a non-zero exit status."""
+"""`lrorder selftest`: the quick run on the CPU passes every check and records it; a broken
+stacked trainer, or a check that cannot run, is a failed row and a non-zero exit status."""
 
 import json
 
@@ -12,7 +12,7 @@ from lrorder.vision.stacked import StackedTrainer
 COMPARISONS = [f"stacked = plain trainer, {what}, {precision}"
                for precision in ("fp32", "bf16") for what in ("one step", "a short epoch")]
 CHECKS = [*COMPARISONS, *selftest.GRAPH_CHECKS, "a diverging arm leaves the others untouched",
-          "save / resume is exact (plain trainer)", "save / resume is exact (stacked trainer)",
+          "save / resume is exact (1 model)", "save / resume is exact (3 models stacked)",
           "one patch-experiment epoch, finite loss", "train-step benchmark"]
 
 
@@ -45,10 +45,11 @@ def test_the_quick_selftest_passes_on_the_cpu_prints_its_table_and_records_it(tm
             assert row["figure"] is not None and row["tolerance"] is not None, name
         assert any(line.split()[:1] == [row["status"]] and name in line for line in printed.splitlines())
     assert rows["stacked = plain trainer, one step, fp32"]["tolerance"] == selftest.TOLERANCE["fp32", "step"]
-    assert rows["save / resume is exact (stacked trainer)"]["tolerance"] == 0
+    assert rows["save / resume is exact (3 models stacked)"]["tolerance"] == 0
     assert printed.startswith("lrorder selftest on ") and "WRN-10-1 (--quick)" in printed.splitlines()[0]
     assert "9 passed, 0 failed, 2 skipped" in printed.splitlines()[-1]
-    assert all(path in printed for path in ("plain fp32 eager (released code)", "fast: 3 methods stacked"))
+    assert all(path in printed for path in ("plain fp32 eager (released code)", "plain Trainer",
+                                            "fast off: 1 model", "fast on: 3 methods stacked"))
     assert record["passed"] is True and record["device"] == "cpu" and record["quick"] is True
     assert record["torch"] == torch.__version__ and "git_commit" in record
     assert record["command"] == f"lrorder selftest --quick --device cpu --out {tmp_path}"
@@ -56,14 +57,14 @@ def test_the_quick_selftest_passes_on_the_cpu_prints_its_table_and_records_it(tm
     assert not list(tmp_path.glob(".selftest.json.*"))  # written atomically: no temporary file left
 
 
-def test_a_broken_fast_path_and_a_check_that_cannot_run_fail_with_a_non_zero_exit(tmp_path, capsys, cli,
-                                                                                 one_thread, monkeypatch):
+def test_a_broken_stacked_trainer_and_a_check_that_cannot_run_fail_with_a_non_zero_exit(
+        tmp_path, capsys, cli, one_thread, monkeypatch):
     step = StackedTrainer.step
 
-    def perturbed(self, x, y):  # every stacked step moves the second model's last layer a little
+    def perturbed(self, x, y):  # every step moves the last model's last layer a little
         out = step(self, x, y)
         with torch.no_grad():
-            self.model.fc.weight[1].add_(0.1)
+            self.model.fc.weight[-1].add_(0.1)
         return out
 
     def cannot_run(size, device):
@@ -79,8 +80,8 @@ def test_a_broken_fast_path_and_a_check_that_cannot_run_fail_with_a_non_zero_exi
     patch = rows["one patch-experiment epoch, finite loss"]
     assert patch["status"] == "fail" and patch["detail"] == "error: RuntimeError: out of memory"
     # the stacked trainer against itself still agrees, and the checks after a failure still run
-    for name in ("a diverging arm leaves the others untouched", "save / resume is exact (stacked trainer)",
-                 "train-step benchmark"):
+    for name in ("a diverging arm leaves the others untouched", "save / resume is exact (1 model)",
+                 "save / resume is exact (3 models stacked)", "train-step benchmark"):
         assert rows[name]["status"] == "pass", rows[name]
     last = printed.splitlines()[-1]
     assert last.startswith("4 passed, 5 failed, 2 skipped") and "FAILED: stacked = plain trainer" in last

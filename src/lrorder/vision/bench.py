@@ -1,6 +1,7 @@
 """Speed of one WideResNet training step, every path measured in the same process: the released
-code's plain fp32 eager step, the plain trainer's step (bf16 autocast + channels_last on CUDA),
-and the fast path (the methods of a recipe stacked in one network, `lrorder.vision.stacked`),
+code's plain fp32 eager step, the plain `Trainer`'s step (the tests' oracle; bf16 autocast +
+channels_last on CUDA), and the production trainer (`lrorder.vision.stacked`) as a recipe groups
+its arms: one model (`fast` off) and the methods of a recipe stacked in one network (`fast` on),
 eager and, on CUDA, captured as a CUDA graph.
 
 FLOPs are counted by torch's FlopCounterMode on one forward and backward pass, so TFLOP/s is
@@ -32,7 +33,7 @@ PEAK_TFLOPS = 989.0  # H100 SXM dense bf16 tensor-core peak (datasheet)
 # wins (so "H100 NVL" before "H100"); a device not named here has no known peak
 DEVICE_PEAKS = (("H200 NVL", 835.0), ("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0),
                 ("H100", 989.0), ("A100", 312.0))
-# cifar-patch's three methods (Table 2), the ones the fast path stacks
+# cifar-patch's three methods (Table 2), the ones `fast` on stacks
 PATCH_METHODS = (Method("large", 0.1), Method("small", 0.004), Method("small_noise", 0.004, sigma0=0.4))
 RECIPES = {"cifar-patch": (3, 60), "cifar-table1": (3, 200)}  # methods x epochs, --profile full
 TRAIN_IMAGES = 50_000
@@ -99,7 +100,7 @@ def _random_images(n: int, device: str, side: int = 32) -> ImageSet:
 
 
 def trainer_step(depth: int, widen: int, batch: int, device: str) -> Step:
-    """`Trainer.step` on a batch made by the trainer's own on-device image set."""
+    """`Trainer.step` (the tests' oracle) on a batch made by the trainer's own on-device image set."""
     torch.manual_seed(0)
     images = _random_images(batch, device)
     trainer = Trainer(WideResNet(depth, widen), Method("large", 0.1), Optimisation(1, batch),
@@ -110,7 +111,8 @@ def trainer_step(depth: int, widen: int, batch: int, device: str) -> Step:
 
 
 def fast_step(models: int, graph: bool) -> Callable[[int, int, int, str], Step]:
-    """The fast path's step for the first `models` methods of cifar-patch, as `run_arms` uses it."""
+    """The production step of the first `models` methods of cifar-patch stacked, as `run_arms`
+    trains a group of them."""
 
     def make(depth: int, widen: int, batch: int, device: str) -> Step:
         torch.manual_seed(0)
@@ -130,11 +132,12 @@ def fast_step(models: int, graph: bool) -> Callable[[int, int, int, str], Step]:
 def paths(device: str) -> dict[str, Callable[[int, int, int, str], Step]]:
     """Every path worth timing on `device`; CUDA graphs exist on CUDA only."""
     found = {"plain fp32 eager (released code)": plain_step,
-             "plain trainer (bf16 + channels_last on CUDA)": trainer_step,
-             "fast: 3 methods stacked, eager": fast_step(3, False)}
+             "plain Trainer (the tests' oracle)": trainer_step,
+             "fast off: 1 model, eager": fast_step(1, False),
+             "fast on: 3 methods stacked, eager": fast_step(3, False)}
     if device == "cuda":
-        found.update({"fast: 1 model, CUDA graph": fast_step(1, True),
-                      "fast: 3 methods stacked, CUDA graph": fast_step(3, True)})
+        found.update({"fast off: 1 model, CUDA graph": fast_step(1, True),
+                      "fast on: 3 methods stacked, CUDA graph": fast_step(3, True)})
     return found
 
 
@@ -157,20 +160,16 @@ def patch_sets(images: int, device: str, test: int | None = None, side: int = 32
 
 def epoch_seconds(depth: int, widen: int, batch: int, images: int, device: str,
                   fast: bool = False) -> tuple[float, float]:
-    """Training and evaluation seconds of one patch-experiment epoch (`patch_sets(images)`); the
-    plain trainer with small LR + noise, or (`fast`) all three methods stacked (as on a GPU:
-    with the CUDA graph); measured after one warm-up epoch."""
+    """Training and evaluation seconds of one patch-experiment epoch (`patch_sets(images)`) of
+    small LR + noise alone, or (`fast`) of all three methods stacked; on CUDA with the CUDA
+    graph; measured after one warm-up epoch."""
     train, evals = patch_sets(images, device)
     torch.manual_seed(0)
-    if fast:
-        trainer = StackedTrainer([WideResNet(depth, widen) for _ in PATCH_METHODS], PATCH_METHODS,
-                                 Optimisation(2, batch), train, evals, 0, device, graph=device == "cuda")
-    else:
-        trainer = Trainer(WideResNet(depth, widen), PATCH_METHODS[-1], Optimisation(2, batch), train,
-                          evals, 0, device)
+    methods = PATCH_METHODS if fast else PATCH_METHODS[-1:]
+    trainer = StackedTrainer([WideResNet(depth, widen) for _ in methods], methods, Optimisation(2, batch),
+                             train, evals, 0, device, graph=device == "cuda")
     trainer.run_epoch()
-    record = trainer.run_epoch()
-    record = record[0] if fast else record
+    record = trainer.run_epoch()[0]
     return record["train_seconds"], record["eval_seconds"]
 
 

@@ -4,17 +4,19 @@ On the chosen device, at the paper's size (WRN-16-10, batch 128) or, with `quick
 (WRN-10-1 on 16 x 16 images, batch 16: seconds on a 2-core CPU), on random images (no data set
 is needed), it checks:
 
-1. the fast path computes what the plain `Trainer` computes: the three methods of cifar-patch
-   (each from its own initial weights, so any cross-talk shows) stacked in one network against
-   three plain trainers, over one step and over a short epoch (a few batches and a partial one,
-   then the evaluations), in fp32 and in bf16: every model's losses, its weights and its
+1. the production trainer (`StackedTrainer`) computes what the plain `Trainer`, the oracle of
+   the released code's maths, computes: the three methods of cifar-patch (each from its own
+   initial weights, so any cross-talk shows) stacked in one network against three plain
+   trainers, over one step and over a short epoch (a few batches and a partial one, then the
+   evaluations), in fp32 and in bf16: every model's losses, its weights and its
    BatchNorm statistics (tests/test_vision_fast.py compares the same on the CPU);
 2. on CUDA only: a step captured as a CUDA graph and replayed computes what the eager step
    computes, and the replays draw new pre-activation noise every step;
 3. a diverging arm (a NaN learning rate) leaves the other arms of its stack as they are without it;
-4. a trainer's state, saved and loaded into a fresh trainer, goes on exactly as the original does;
-5. one patch-experiment epoch (random images, patched as cifar-patch patches CIFAR-10) ends with
-   a finite loss below `max_loss`;
+4. a trainer's state (one model; three stacked), saved and loaded into a fresh trainer, goes on
+   exactly as the original does;
+5. one patch-experiment epoch (random images, patched as cifar-patch patches CIFAR-10, the
+   methods grouped as a recipe groups them on the device) ends with a finite loss below `max_loss`;
 
 then runs the train-step benchmark (`lrorder.vision.bench`). Every check is a row: pass, fail or
 skipped, the measured figure and the bound it is held to. `run` prints them, writes
@@ -361,18 +363,17 @@ def check_divergence(size: Size, device: str) -> Row:
                   also=stopped and nan_is_its_own and others)
 
 
-def check_resume(size: Size, device: str, stacked: bool) -> Row:
-    """Check 4: a trainer after one short epoch, its state saved and loaded (weights_only) into a
-    fresh trainer; the state must come back bit for bit, and the next epoch of both must be the
-    same, bit for bit (cuDNN's deterministic kernels on CUDA)."""
-    check = f"save / resume is exact ({'stacked' if stacked else 'plain'} trainer)"
+def check_resume(size: Size, device: str, models: int) -> Row:
+    """Check 4: a trainer of the last `models` methods (1: the noisy one) after one short epoch,
+    its state saved and loaded (weights_only) into a fresh trainer; the state must come back bit
+    for bit, and the next epoch of both must be the same, bit for bit (cuDNN's deterministic
+    kernels on CUDA)."""
+    check = f"save / resume is exact ({'1 model' if models == 1 else f'{models} models stacked'})"
     train, evals = _sets(size, device, size.batches)
     optim = Optimisation(2, size.batch)
 
     def fresh():
-        if stacked:
-            return StackedTrainer(_models(size, len(METHODS)), METHODS, optim, train, evals, 0, device)
-        return Trainer(_models(size, 1)[0], METHODS[-1], optim, train, evals, 0, device)  # the noisy one
+        return StackedTrainer(_models(size, models), METHODS[-models:], optim, train, evals, 0, device)
 
     with _kernels(deterministic=True):
         original = fresh()
@@ -381,8 +382,7 @@ def check_resume(size: Size, device: str, stacked: bool) -> Row:
         resumed.load_state_dict(_saved_and_loaded(original.state_dict()))
         loaded = _difference(resumed.state_dict(), original.state_dict())
         tail = [resumed.run_epoch(), original.run_epoch()]
-    strip = [{k: v for k, v in r.items() if not k.endswith("seconds")}
-             for records in tail for r in (records if stacked else [records])]
+    strip = [{k: v for k, v in r.items() if not k.endswith("seconds")} for records in tail for r in records]
     half = len(strip) // 2
     going_on = max(_difference(strip[:half], strip[half:]),
                    _difference(resumed.state_dict(), original.state_dict()))
@@ -392,23 +392,21 @@ def check_resume(size: Size, device: str, stacked: bool) -> Row:
 
 
 def check_patch_epoch(size: Size, device: str) -> Row:
-    """Check 5: one epoch of the patch experiment's three methods on random images, as the
-    recipe runs it on this device (stacked with CUDA, one by one on the CPU)."""
+    """Check 5: one epoch of the patch experiment's three methods on random images, grouped as
+    the recipe groups them on this device (`fast=auto`: stacked with CUDA, one by one on the CPU)."""
     check = "one patch-experiment epoch, finite loss"
     cuda = device.startswith("cuda")
     train, evals = bench.patch_sets(size.patch_images, device, side=size.side, patch_only=size.patch_only)
     optim = Optimisation(1, size.batch)
+    groups = [METHODS] if cuda else [[method] for method in METHODS]
     with cudnn_autotune(device):
-        if cuda:
-            records = StackedTrainer(_models(size, len(METHODS)), METHODS, optim, train, evals, 0,
-                                     device).run_epoch()
-        else:
-            records = [Trainer(net, method, optim, train, evals, 0, device).run_epoch()
-                       for net, method in zip(_models(size, len(METHODS)), METHODS)]
+        epochs = [StackedTrainer(_models(size, len(group)), group, optim, train, evals, 0, device).run_epoch()
+                  for group in groups]
+    records = [record for epoch in epochs for record in epoch]  # the seconds are each group's
     problems = [f"{m.name}: {p}" for m, r in zip(METHODS, records)
                 if (p := divergence(r, tuple(evals), MAX_LOSS))]
     losses = [r["train_loss"] for r in records]
-    seconds = sum(r["train_seconds"] + r["eval_seconds"] for r in (records[:1] if cuda else records))
+    seconds = sum(epoch[0]["train_seconds"] + epoch[0]["eval_seconds"] for epoch in epochs)
     detail = (f"{size.patch_images} images, {'stacked' if cuda else 'one method at a time'}: train loss "
               + ", ".join(f"{m.name} {loss:.3f}" for m, loss in zip(METHODS, losses))
               + f"; {seconds:.1f} s with the evaluations" + (f"; {'; '.join(problems)}" if problems else ""))
@@ -484,8 +482,8 @@ def run(device: str, quick: bool, out: Path, command: str) -> int:
     checks += [
         (GRAPH_CHECKS, lambda: check_cuda_graph(size, device)),
         (("a diverging arm leaves the others untouched",), lambda: check_divergence(size, device)),
-        (("save / resume is exact (plain trainer)",), lambda: check_resume(size, device, False)),
-        (("save / resume is exact (stacked trainer)",), lambda: check_resume(size, device, True)),
+        (("save / resume is exact (1 model)",), lambda: check_resume(size, device, 1)),
+        (("save / resume is exact (3 models stacked)",), lambda: check_resume(size, device, 3)),
         (("one patch-experiment epoch, finite loss",), lambda: check_patch_epoch(size, device)),
     ]
     rows: list[Row] = []

@@ -23,7 +23,7 @@ VERBS = (
              (("--data-dir",), {"help": f"data directory (default ${ENV}, else {DEFAULT_DIR})"}),
          )),
     Verb("bench", help="speed benchmarks", example="lrorder bench train-step"),
-    Verb("bench train-step", help="WideResNet training step: plain vs trainer path",
+    Verb("bench train-step", help="WideResNet training step: released code, plain Trainer, stacked trainer",
          example="lrorder bench train-step\nlrorder bench train-step --batch 512 --epoch-images 0",
          handler="lrorder.vision.verbs:train_step",
          options=(
@@ -39,7 +39,7 @@ VERBS = (
                                     "help": "also time one whole patch-experiment epoch on this many "
                                             "training images (0: skip; default 50,000 with CUDA)"}),
          )),
-    Verb("selftest", help="check this machine, first thing on a new GPU: fast path = plain trainer, "
+    Verb("selftest", help="check this machine, first thing on a new GPU: stacked trainer = plain trainer, "
                           "CUDA graph, divergence, exact resume, an epoch; then the benchmark",
          example="lrorder selftest --quick --device cpu\nlrorder selftest --device cuda --out runs/selftest",
          handler="lrorder.vision.verbs:selftest",
@@ -115,7 +115,7 @@ def train_step(args: Any) -> None:
         for fast in (False, True):
             train_s, eval_s = epoch_seconds(args.depth, args.widen, args.batch, args.epoch_images,
                                             args.device, fast)
-            what = "fast path, 3 methods stacked" if fast else "plain trainer, 1 method"
+            what = "fast on, 3 methods stacked" if fast else "fast off, 1 method"
             print(f"one patch-experiment epoch ({what}, {args.epoch_images} training images, the three "
                   f"evaluations): train {train_s:.2f} s + eval {eval_s:.2f} s = {train_s + eval_s:.2f} s")
             if args.epoch_images == TRAIN_IMAGES and (args.depth, args.widen) == (16, 10):
