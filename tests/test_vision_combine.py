@@ -10,13 +10,13 @@ from lrorder.cli import main
 from lrorder.core.errors import UserError
 from lrorder.core.recipe import get_recipe
 from lrorder.vision import experiment
-from lrorder.vision.trainer import Trainer
+from lrorder.vision.stacked import StackedTrainer
 
 ARMS = ("large", "small", "small_noise")
-# the paper's settings on a tiny network and data set, two seeds; on the CPU (fast off) every arm
-# trains alone from its seed's data and initial weights, in a run of one arm or of all three
+# the paper's settings on a tiny network and data set, two seeds; with fast off every arm trains
+# alone from its seed's data and initial weights, in a run of one arm or of all three
 TINY = ["--profile", "full", "--set", "depth=10", "--set", "widen=1", "--set", "train_size=200",
-        "--set", "test_size=100", "--set", "epochs=2", "--seeds", "2", "--device", "cpu"]
+        "--set", "test_size=100", "--set", "epochs=2", "--seeds", "2", "--device", "cpu", "--set", "fast=off"]
 
 
 def run(*argv):
@@ -77,7 +77,7 @@ def test_the_arms_run_apart_and_combined_are_the_run_of_all_arms(runs):
 def test_an_arm_stopped_by_a_time_limit_goes_on_with_its_command_and_resume(runs, tmp_path, monkeypatch):
     """docs/vision.md's jobs: the arm's command, interrupted (`timeout -s INT`), then the same
     command with --resume until complete; the arm is the one run straight, and combines."""
-    calls, original = {"n": 0}, Trainer.run_epoch
+    calls, original = {"n": 0}, StackedTrainer.run_epoch
 
     def interrupted(self):
         calls["n"] += 1
@@ -85,7 +85,7 @@ def test_an_arm_stopped_by_a_time_limit_goes_on_with_its_command_and_resume(runs
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(Trainer, "run_epoch", interrupted)
+    monkeypatch.setattr(StackedTrainer, "run_epoch", interrupted)
     monkeypatch.setattr(experiment, "PATCH_ONLY_SIZE", 100)
     command = ["run", "cifar-patch", "--out", tmp_path / "large", "--set", f"data_dir={runs / 'data'}",
                "--set", "methods=large", *TINY]
