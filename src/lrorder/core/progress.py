@@ -29,7 +29,9 @@ from typing import Any
 from lrorder.core import rundir
 from lrorder.core.errors import UserError
 
-STATE_VERSION = 2  # 2: theory runs accumulate Lemma 5.2's signal and probe densely
+# 2: theory runs accumulate Lemma 5.2's signal and probe densely; 3: a vision arm trained alone
+# holds a one-model StackedTrainer's state (the plain Trainer's before)
+STATE_VERSION = 3
 
 
 @dataclasses.dataclass
