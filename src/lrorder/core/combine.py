@@ -48,14 +48,14 @@ def combine(parts: Sequence[Path], out: Path, command: str = "") -> dict[str, An
         **provenance(),
         "parts": [{"dir": str(run.path), "methods": run.config["config"]["methods"],
                    "git_commit": run.config.get("git_commit"),
-                   "devices": _devices(run),
+                   "devices": run.devices,
                    "started": run.config.get("started")} for run in runs]})
     rundir.write_atomic(out / rundir.METRICS, lambda f: f.writelines(
         json.dumps(rundir.to_json(record), allow_nan=False) + "\n" for record in records))
     summary = summarize(recipe, config, first["seeds"], metrics,
                         [problem for run in runs for problem in run.summary["problems"]],
                         sum(run.summary["elapsed_s"] for run in runs),
-                        [device for run in runs for device in _devices(run)])
+                        [device for run in runs for device in run.devices])
     rundir.write_json(out / rundir.SUMMARY, summary)
     report.render(out)
     return summary
@@ -92,8 +92,3 @@ def _check(recipe: Recipe, runs: Sequence[rundir.Records]) -> list[str]:
                                 "combine one run of each method")
             owner[method] = run.path
     return order
-
-
-def _devices(run: rundir.Records) -> list[str]:
-    """Where each part of a finished run computed (summary.json's `devices`)."""
-    return run.summary.get("devices") or [run.config["device"]]

@@ -102,9 +102,8 @@ def verdict_sentence(summary: Mapping[str, Any]) -> str:
             f"these do not: {'; '.join(misses)}.{untested}")
 
 
-def _where(config: dict[str, Any], summary: dict[str, Any]) -> str:
+def _where(devices: list[str]) -> str:
     """`device D`, or, for a run resumed on other devices, each part's in order (`cuda -> cpu`)."""
-    devices = summary.get("devices") or [config["device"]]
     return (f"device {devices[0]}" if len(set(devices)) == 1
             else f"devices {' -> '.join(devices)} (resumed)")
 
@@ -132,7 +131,7 @@ def render(path: Path) -> str:
         versions = config.get("versions", {})
         lines += [
             f"Status: **{summary['status']}** · profile {config['profile']} · "
-            f"seeds {', '.join(map(str, summary['seeds']))} · {_where(config, summary)} · "
+            f"seeds {', '.join(map(str, summary['seeds']))} · {_where(records.devices)} · "
             f"{summary['elapsed_s']:.1f} s · lrorder {versions.get('lrorder')} "
             f"(commit {config.get('git_commit') or 'unknown'}) · torch {versions.get('torch')}", ""]
         if summary.get("problems"):

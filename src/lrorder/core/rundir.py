@@ -187,6 +187,12 @@ class Records:
     def recipe(self) -> str:
         return self.config["recipe"]
 
+    @property
+    def devices(self) -> list[str]:
+        """Where each part of a finished run computed (summary.json's `devices`; the start device
+        for a run recorded before it had them)."""
+        return self.summary.get("devices") or [self.config["device"]]
+
     def means(self) -> dict[str, float | None]:
         """Each summarized metric's mean over seeds (None where it has no value)."""
         return {name: stats["mean"] for name, stats in self.summary["metrics"].items()}

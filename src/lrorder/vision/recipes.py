@@ -202,9 +202,9 @@ class CifarPatch(VisionRecipe):
 
         metrics = super().metrics(config, histories)
         _order(metrics, "clean_order_holds", "clean_acc")
+        before = config.anneal_epoch() - 1
         for method in config.methods:
-            before = at_epoch(histories, method, "patch_acc", config.anneal_epoch() - 1)
-            metrics[Metric("patch_acc", method, BEFORE)] = before
+            metrics[Metric("patch_acc", method, BEFORE)] = at_epoch(histories, method, "patch_acc", before)
         return metrics
 
     def draw(self, records: Records, figure_dir: Path) -> None:
