@@ -93,6 +93,22 @@ def test_chunks_and_skipped_zero_patches_give_the_dense_output_and_gradient(stru
     assert buffers
 
 
+@pytest.mark.parametrize("structure", ["wv", "u", "conv"])
+def test_buffers_kept_across_calls_serve_noise_switched_on_and_off(structure):
+    """A trainer keeps one buffer dict while its pre-activation noise is switched off at the
+    anneal: every kind of call then still gives the dense gradient."""
+    _, _, ex, arch, weights, gen = setting(structure)
+    buffers = {}
+    for examples in (1, None, ex.y.shape[-1], None, 1):
+        noise = examples and [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen,
+                                                dtype=torch.float64) for b in arch.blocks]
+        leaves = [w.clone().requires_grad_() for w in weights]
+        loss = model.logistic(dense_output(arch, leaves, ex, noise), ex.y).mean(-1).sum()
+        _, grads = model.loss_and_grad(arch, weights, ex, noise, buffers)
+        for mine, expected in zip(grads, torch.autograd.grad(loss, leaves)):
+            torch.testing.assert_close(mine, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_convolution_is_the_sum_over_patches_of_shared_filters():
     """Eq. F.3 written out: f(x) = sum_i u_i^T relu(U x^(i)), x^(i) = x[4 i : 4 i + 12] of
     x = (x1, x2) in R^20, x2 = alpha z or alpha (z + b zeta) in the last 4 coordinates only."""
@@ -118,10 +134,14 @@ def test_convolution_is_the_sum_over_patches_of_shared_filters():
     torch.testing.assert_close(g, by_hand(torch.cat([no_x1, x2], -1)))
 
 
-def test_v_on_the_rays_equals_v_on_every_example():
-    """Positive homogeneity: evaluating V on z, z +- zeta and scaling by alpha is exact."""
-    _, _, ex, arch, weights, gen = setting("wv")
-    zero_noise = [torch.zeros(METHODS, SEEDS, 1, b.width, dtype=torch.float64) for b in arch.blocks]
+@pytest.mark.parametrize("structure", ["wv", "u", "conv"])
+def test_examples_without_x1_on_their_rays_equal_every_example_computed(structure):
+    """Positive homogeneity: an example whose x1 is zero (every example, for V) evaluated on its
+    ray z, z +- zeta and scaled by alpha is exact."""
+    _, _, ex, arch, weights, gen = setting(structure)
+    assert (ex.kind == data.Q_ONLY).any()
+    n = ex.y.shape[-1]
+    zero_noise = [torch.zeros(METHODS, SEEDS, n, b.width, dtype=torch.float64) for b in arch.blocks]
     out_rays, grads_rays = model.loss_and_grad(arch, weights, ex)
     out_each, grads_each = model.loss_and_grad(arch, weights, ex, zero_noise)  # noise forces per example
     torch.testing.assert_close(out_rays, out_each)

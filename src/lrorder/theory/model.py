@@ -12,11 +12,12 @@ A block sees its input as p patches of f features (p = 1 but for the convolution
 Gradients are derived by hand (tested against autograd): for out = sum_i u_i^T relu(A x^(i) + xi_i),
 d out / dA = sum_i (u_i * 1(A x^(i) + xi_i > 0)) x^(i)T.
 
-A block that sees x2 alone, without pre-activation noise, is evaluated on the rays z, z + zeta,
-z - zeta only: relu is positively homogeneous, so g(alpha ray) = alpha g(ray). This makes the
-cost of V independent of the number of examples, and is exact. With pre-activation noise shared
-by the examples (Appendix F.1) it still is, through sorted thresholds (`_NoisyRaysPass`); only
-per-example noise evaluates V on every example.
+Without pre-activation noise, a block evaluates an example whose x1 is zero (a Q-only example;
+every example, for V, which sees x2 alone) on its ray z, z + zeta or z - zeta only: relu is
+positively homogeneous, so g(alpha ray) = alpha g(ray). This makes the cost of V independent of
+the number of examples, spares U and the convolution their Q-only rows, and is exact. With
+pre-activation noise shared by the examples (Appendix F.1) V still is evaluated on the rays,
+through sorted thresholds (`_NoisyRaysPass`); only per-example noise evaluates V on every example.
 
 Every other block skips its all-zero patches (x1 of a Q-only example, x2 of a P-only one: half
 of theory-order's W rows, a third of theory-conv's patches) and computes the rest in cache-sized
@@ -31,7 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lrorder.theory.data import Examples, embed_x2
+from lrorder.theory.data import Q_ONLY, Examples, embed_x2
 
 CHUNK = 2**20  # hidden units computed at once (4 MB): see `_block_forward`
 
@@ -173,14 +174,16 @@ class _Pass:
     chunks: list[_Chunk]
     u: torch.Tensor  # [S, p, k]
     shape: torch.Size  # of the block's weight, [M, S, k, f]
-    ex: Examples | None  # set when evaluated on the rays: maps rays back to examples
+    ex: Examples
+    by_ray: torch.Tensor | None  # [S, n]: the examples evaluated on their ray (rows n to n + 2)
 
     def grad(self, coeff: torch.Tensor) -> torch.Tensor:
         """sum_n coeff[m, s, n] d out_n / d A  ->  [M, S, k, f]. The activity masks overwrite the
         kept hidden units (no second buffer), so a pass gives one gradient."""
-        if self.ex is not None:  # d(alpha g(ray)) = alpha d g(ray): gather the weights per ray
-            ray = self.ex.ray.expand_as(coeff)
-            coeff = coeff.new_zeros(*coeff.shape[:-1], 3).scatter_add_(-1, ray, coeff * self.ex.alpha)
+        if self.by_ray is not None:  # d(alpha g(ray)) = alpha d g(ray): sum the weights per ray
+            on_ray = coeff.new_zeros(*coeff.shape[:-1], 3).scatter_add_(
+                -1, self.ex.ray.expand_as(coeff), coeff * self.ex.alpha * self.by_ray)
+            coeff = torch.cat([coeff, on_ray], dim=-1)
         grad = coeff.new_zeros(self.shape).transpose(-1, -2)  # [M, S, f, k]: the faster product
         for c in self.chunks:
             weights = coeff[:, c.seeds].gather(-1, c.rows.expand(len(coeff), -1, -1))
@@ -251,6 +254,14 @@ class _Rows:
     left_out: list[torch.Tensor]
 
 
+def _rays(seeds: int, d: int, rays: torch.Tensor) -> Examples:
+    """The three rays as Q-only examples of every seed, alpha = 1."""
+    ones = rays.new_ones(seeds, 3)
+    which = torch.arange(3, device=rays.device).expand(seeds, 3)
+    return Examples(x1=rays.new_zeros(seeds, 3, d), alpha=ones, ray=which, y=ones,
+                    kind=torch.full_like(which, Q_ONLY))
+
+
 def _rows(x: torch.Tensor, skip_zero: bool, rows_per_chunk: int) -> _Rows:
     """Chunks of at most `rows_per_chunk` rows of the inputs x [S, n', p, f], several seeds in a
     chunk where they fit. With `skip_zero` a patch's all-zero rows are left out: each seed's other
@@ -291,20 +302,24 @@ def _block_forward(block: Block, weight: torch.Tensor, ex: Examples, rays: torch
     seeds, n = ex.y.shape
     if block.sees == "x2" and xi is not None and xi.shape[-2] == 1:
         return _NoisyRaysPass.forward(weight, block.u, xi, ex, rays.expand(seeds, 3, 2))
-    on_rays = block.sees == "x2" and xi is None
+    on_rays = xi is None
     methods, k = len(weight), block.filters
     shared = xi is not None and xi.shape[-2] == 1
     skip_zero = xi is None or shared
-    kept = None if buffers is None else buffers.get(("rows", skip_zero))
+    kept = None if buffers is None else buffers.get(("rows", skip_zero, on_rays))
     if kept is None or kept[0] is not ex:
-        x = rays[:, None].expand(seeds, 3, 1, 2) if on_rays else _inputs(block, ex, rays)
-        kept = (ex, _rows(x, skip_zero, max(1, CHUNK // (methods * k))))
+        x, by_ray = _inputs(block, ex, rays), None
+        if on_rays:  # rows n to n + 2 are the rays; an example evaluated on its ray is left out
+            by_ray = ex.x1.new_ones(seeds, n, dtype=torch.bool) if block.sees == "x2" else ~ex.x1.any(-1)
+            on_its_ray = _inputs(block, _rays(seeds, ex.x1.shape[-1], rays), rays)
+            x = torch.cat([x * ~by_ray[..., None, None], on_its_ray], dim=1)
+        kept = (ex, by_ray, _rows(x, skip_zero, max(1, CHUNK // (methods * k))))
         if buffers is not None:
-            buffers[("rows", skip_zero)] = kept
-    layout = kept[1]
+            buffers[("rows", skip_zero, on_rays)] = kept
+    _, by_ray, layout = kept
     u = block.per_patch_u()
     weight_t = weight.transpose(-1, -2).contiguous()
-    out = weight.new_zeros(methods, seeds, 3 if on_rays else n)
+    out = weight.new_zeros(methods, seeds, n + 3 if on_rays else n)
     chunks = []
     for key, (i, part, rows, patch) in enumerate(layout.chunks):
         hidden = torch.matmul(patch, weight_t[:, part], out=_buffer(  # [M, S', r, k]
@@ -321,8 +336,9 @@ def _block_forward(block: Block, weight: torch.Tensor, ex: Examples, rays: torch
             alone = (xi[..., i * k:(i + 1) * k].relu() * u[:, i, None]).sum(-1)  # [M, S, 1]
             out.scatter_add_(-1, zero.expand(methods, -1, -1), alone.expand(-1, -1, zero.shape[-1]))
     if on_rays:
-        out = ex.alpha * torch.gather(out, -1, ex.ray.expand(methods, seeds, n))
-    return out, _Pass(chunks, u, weight.shape, ex if on_rays else None)
+        on_ray = torch.gather(out[..., n:], -1, ex.ray.expand(methods, seeds, n))
+        out = out[..., :n] + torch.where(by_ray, ex.alpha * on_ray, 0.0)
+    return out, _Pass(chunks, u, weight.shape, ex, by_ray)
 
 
 def _buffer(buffers: dict | None, key: int, shape: tuple[int, ...],
@@ -417,11 +433,5 @@ def parts(arch: Architecture, weights: list[torch.Tensor], ex: Examples) -> tupl
 def lemma42(arch: Architecture, weights: list[torch.Tensor]) -> torch.Tensor:
     """|g(z + zeta) + g(z - zeta) - 2 g(z)| per method and seed (Lemma 4.2): 0 for any g linear
     on the Q plane, so Q (not linearly separable) is representable only when it is large."""
-    seeds = arch.blocks[0].u.shape[0]
-    device = arch.rays.device
-    ones = torch.ones(seeds, 3, device=device)
-    rays = Examples(x1=torch.zeros(seeds, 3, arch.d, device=device), alpha=ones,
-                    ray=torch.arange(3, device=device).expand(seeds, 3), y=ones,
-                    kind=torch.zeros(seeds, 3, dtype=torch.long, device=device))
-    g = output(arch, weights, rays)
+    g = output(arch, weights, _rays(arch.blocks[0].u.shape[0], arch.d, arch.rays))
     return (g[..., 1] + g[..., 2] - 2 * g[..., 0]).abs()
