@@ -138,7 +138,7 @@ class TheoryConv(TheoryOrder):
     reference = f"{PAPER}, Appendix F.2 (Theorem F.2)"
     profiles = {"quick": {**CONV_REGIME, "steps": 3000, "n_test": 2000},
                 "full": {**CONV_REGIME, "steps": 6000, "n_test": 10000}}
-    cost = {"quick": Cost(100, note="5 seeds"), "full": Cost(14 * 60, note="5 seeds")}
+    cost = {"quick": Cost(100, note="5 seeds"), "full": Cost(4 * 60, note="5 seeds")}
     default_seeds = 5
 
 
