@@ -109,6 +109,28 @@ def test_buffers_kept_across_calls_serve_noise_switched_on_and_off(structure):
             torch.testing.assert_close(mine, expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("structure", ["wv", "u", "conv"])
+@pytest.mark.parametrize("kind", [data.P_ONLY, data.Q_ONLY, data.BOTH])
+def test_first_block_gradient_from_a_subset_is_that_of_its_examples_alone(structure, kind):
+    """Lemma 5.2's split: the first block's gradient from the examples of one type equals autograd
+    of the dense loss summed over those examples only (the subset's padding rows, examples of
+    other types, count for nothing), with and without noise, on one buffer dict."""
+    _, _, ex, arch, weights, gen = setting(structure)
+    part = model.Subset.where(ex, ex.kind == kind)
+    assert not part.valid.all()  # padded: the seeds hold different numbers of such examples
+    buffers, n = {}, ex.y.shape[-1]
+    for examples in (None, 1, n, None):
+        noise = examples and [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen,
+                                                dtype=torch.float64) for b in arch.blocks]
+        leaves = [w.clone().requires_grad_() for w in weights]
+        per_example = model.logistic(dense_output(arch, leaves, ex, noise), ex.y)
+        loss = (per_example * (ex.kind == kind)).sum(-1).sum() / n
+        expected = torch.autograd.grad(loss, leaves[0])[0]
+        train_loss = model.logistic(model.output(arch, weights, ex, noise), ex.y)
+        mine = model.first_block_grad(arch, weights, train_loss, part, noise, buffers)
+        torch.testing.assert_close(mine, expected, rtol=1e-10, atol=1e-12)
+
+
 def test_convolution_is_the_sum_over_patches_of_shared_filters():
     """Eq. F.3 written out: f(x) = sum_i u_i^T relu(U x^(i)), x^(i) = x[4 i : 4 i + 12] of
     x = (x1, x2) in R^20, x2 = alpha z or alpha (z + b zeta) in the last 4 coordinates only."""

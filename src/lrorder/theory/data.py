@@ -6,8 +6,8 @@ q_dim = d as in Section 2, or the last stride of Appendix F.2's convolution).
 x2 always lies in the plane spanned by z and zeta, so it is stored exactly as its coordinates
 in the orthonormal basis (z, zeta / r): (alpha, 0) for y = +1 and (alpha, alpha b r) for y = -1.
 Because x2 = alpha * ray with alpha >= 0, it is also stored as (alpha, ray index), which lets a
-ReLU block evaluate an example without x1 on the three rays z, z + zeta, z - zeta only
-(positive homogeneity), see `lrorder.theory.model`. `embed_x2` maps back to R^q_dim.
+ReLU block without pre-activation noise evaluate an example without x1 on the three rays z,
+z + zeta, z - zeta only (positive homogeneity), see `lrorder.theory.model`. `embed_x2` maps back to R^q_dim.
 """
 
 from __future__ import annotations

@@ -14,14 +14,15 @@ d out / dA = sum_i (u_i * 1(A x^(i) + xi_i > 0)) x^(i)T.
 
 Without pre-activation noise, a block evaluates an example whose x1 is zero (a Q-only example;
 every example, for V, which sees x2 alone) on its ray z, z + zeta or z - zeta only: relu is
-positively homogeneous, so g(alpha ray) = alpha g(ray). This makes the cost of V independent of
-the number of examples, spares U and the convolution their Q-only rows, and is exact. With
+positively homogeneous, so g(alpha ray) = alpha g(ray). This makes V's arithmetic independent
+of the number of examples, spares U and the convolution their Q-only rows, and is exact. With
 pre-activation noise shared by the examples (Appendix F.1) V still is evaluated on the rays,
 through sorted thresholds (`_NoisyRaysPass`); only per-example noise evaluates V on every example.
 
-Every other block skips its all-zero patches (x1 of a Q-only example, x2 of a P-only one: half
-of theory-order's W rows, a third of theory-conv's patches) and computes the rest in cache-sized
-chunks (`_block_forward`); both are exact.
+Every block skips its all-zero patches (x1 of a Q-only example, x2 of a P-only one: half of
+theory-order's W rows, a third of theory-conv's patches; without noise also the rows of the
+examples taken on their rays) and computes the rest in cache-sized chunks (`_block_forward`);
+both are exact.
 """
 
 from __future__ import annotations
@@ -288,7 +289,8 @@ def _rows(x: torch.Tensor, skip_zero: bool, rows_per_chunk: int) -> _Rows:
 def _block_forward(block: Block, weight: torch.Tensor, ex: Examples, rays: torch.Tensor,
                    xi: torch.Tensor | None, buffers: dict | None,
                    keep: bool = True) -> tuple[torch.Tensor, _Pass | _NoisyRaysPass]:
-    """One block's output [M, S, n]: V on the three rays where it can be, else on every example.
+    """One block's output [M, S, n]: without noise the examples whose x1 is zero (all, for V) on
+    the three rays, the others one by one; V under shared noise on the rays (`_NoisyRaysPass`).
 
     An all-zero patch (x1 of a Q-only example, x2 of a P-only one) has hidden units relu(xi):
     without noise it adds nothing, with noise shared by the examples relu(xi) . u, computed once;
