@@ -1,5 +1,6 @@
-"""A CIFAR recipe run arm by arm and combined (`lrorder report --combine`) is the recipe run with
-every arm at once, metric for metric; parts that do not make one run are refused."""
+"""A CIFAR recipe run arm by arm, or seed by seed, and combined (`lrorder report --combine`) is the
+recipe run with every arm and seed at once, metric for metric; parts that do not make one run are
+refused."""
 
 import json
 import shutil
@@ -15,8 +16,9 @@ from lrorder.vision.stacked import StackedTrainer
 ARMS = ("large", "small", "small_noise")
 # the paper's settings on a tiny network and data set, two seeds; with fast off every arm trains
 # alone from its seed's data and initial weights, in a run of one arm or of all three
-TINY = ["--profile", "full", "--set", "depth=10", "--set", "widen=1", "--set", "train_size=200",
-        "--set", "test_size=100", "--set", "epochs=2", "--seeds", "2", "--device", "cpu", "--set", "fast=off"]
+TINY_ONE = ["--profile", "full", "--set", "depth=10", "--set", "widen=1", "--set", "train_size=200",
+            "--set", "test_size=100", "--set", "epochs=2", "--device", "cpu", "--set", "fast=off"]
+TINY = [*TINY_ONE, "--seeds", "2"]
 
 
 def run(*argv):
@@ -38,14 +40,18 @@ def without_seconds(lines):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, fake_cifar):
-    """cifar-patch with all arms, and once per arm (the parts)."""
+    """cifar-patch with all arms and seeds 0 and 1, once per arm (the parts) and once per seed (seed
+    1 added later to seed 0's run with `--from`)."""
     root = tmp_path_factory.mktemp("combine")
     fake_cifar(root / "data")
+    data = ["--set", f"data_dir={root / 'data'}"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(experiment, "PATCH_ONLY_SIZE", 100)
         for name, methods in (("whole", ",".join(ARMS)), *((arm, arm) for arm in ARMS)):
-            assert run("run", "cifar-patch", "--out", root / name, "--set", f"data_dir={root / 'data'}",
-                       "--set", f"methods={methods}", *TINY) == 0
+            assert run("run", "cifar-patch", "--out", root / name, *data, "--set", f"methods={methods}",
+                       *TINY) == 0
+        assert run("run", "cifar-patch", "--out", root / "seed0", *data, "--seed", 0, *TINY_ONE) == 0
+        assert run("run", "--from", root / "seed0", "--seeds", "1:2", "--out", root / "seed1") == 0
     return root
 
 
@@ -72,6 +78,22 @@ def test_the_arms_run_apart_and_combined_are_the_run_of_all_arms(runs):
     assert "Combined from" in report and "Patch-only accuracy in the epoch before the anneal" in report
     assert (out / "figures" / "figure3_patch.png").exists()
     assert (out / "figures" / "test_vs_train_loss.png").exists()
+
+
+def test_the_seeds_run_apart_and_combined_are_the_run_of_all_seeds(runs):
+    """More seeds run later (`--seeds 1:2`) pool with the first ones: a seed's numbers do not
+    depend on the other seeds of its run, and the metrics over seeds (the matched train loss
+    every method reaches in every seed) are computed again over all of them."""
+    out = runs / "combined-seeds"
+    assert run("report", "--combine", out, runs / "seed1", runs / "seed0") == 0
+    whole, whole_config, whole_lines = read(runs / "whole")
+    combined, config, lines = read(out)
+    assert without_seconds(lines) == without_seconds(whole_lines)
+    assert combined["metrics"] == whole["metrics"]
+    assert combined["seeds"] == config["seeds"] == [0, 1]
+    assert config["config"] == whole_config["config"]
+    assert [part["seeds"] for part in config["parts"]] == [[0], [1]]
+    assert "seeds 0; " in (out / "report.md").read_text()
 
 
 def test_an_arm_stopped_by_a_time_limit_goes_on_with_its_command_and_resume(runs, tmp_path, monkeypatch):
@@ -109,10 +131,10 @@ def damaged(runs, tmp_path, name, change):
 
 @pytest.mark.parametrize("change, message", [
     (lambda config, _: config["config"].update(lr_small=0.02), "differ in lr_small"),
-    (lambda config, _: config.update(seeds=[0, 5]), "differ in seeds"),
+    (lambda config, _: config.update(seeds=[5]), "no part holds seed 5 of method large"),
     (lambda config, _: config.update(profile="quick"), "differ in profile"),
     (lambda config, summary: summary.unlink(), "is unfinished"),
-    (lambda config, _: None, "method small is in both"),
+    (lambda config, _: None, "seed 0 of method small is in both"),
 ])
 def test_parts_that_do_not_make_one_run_are_refused_in_one_line_and_nothing_is_written(
         runs, tmp_path, capsys, change, message):

@@ -21,9 +21,10 @@ def add(verbs: argparse._SubParsersAction) -> None:
     rerender.add_argument("--out", help="also write the comparison table to this file")
     rerender.add_argument("--combine", metavar="OUT",
                           help="write the run directory OUT combined from the runs DIR of one recipe, "
-                               "profile, seeds and config, each with other methods (`--set "
-                               "methods=...`): the recipe's report over all of them, every metric "
-                               "computed again from their records")
+                               "profile and config, each with other methods (`--set methods=...`) "
+                               "or seeds (`--seeds 3:6`), every seed of every method in one of them: "
+                               "the recipe's report over all of them, every metric computed again "
+                               "from their records")
     rerender.add_argument("--metric", action="append", default=[],
                           help="for a sweep: draw this metric's phase diagram (repeatable; "
                                "default: the metrics the paper states)")

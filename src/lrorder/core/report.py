@@ -102,6 +102,13 @@ def verdict_sentence(summary: Mapping[str, Any]) -> str:
             f"these do not: {'; '.join(misses)}.{untested}")
 
 
+def _part(part: dict[str, Any]) -> str:
+    """One part of a combined run: where it is, what it ran, where and from which commit."""
+    seeds = f"seeds {', '.join(map(str, part['seeds']))}; " if "seeds" in part else ""  # older combines
+    return (f"`{part['dir']}` ({', '.join(part['methods'])}; {seeds}{' -> '.join(part['devices'])}; "
+            f"commit {part['git_commit'] or 'unknown'})")
+
+
 def _where(devices: list[str]) -> str:
     """`device D`, or, for a run resumed on other devices, each part's in order (`cuda -> cpu`)."""
     return (f"device {devices[0]}" if len(set(devices)) == 1
@@ -120,10 +127,8 @@ def render(path: Path) -> str:
              f"Paper: {recipe.reference}", ""]
     if config.get("command"):
         lines += [f"Command: `{config['command']}`", ""]
-    if config.get("parts"):  # a run combined from runs of its methods (`lrorder report --combine`)
-        lines += ["Combined from: " + "; ".join(
-            f"`{part['dir']}` ({', '.join(part['methods'])}; {' -> '.join(part['devices'])}; "
-            f"commit {part['git_commit'] or 'unknown'})" for part in config["parts"]), ""]
+    if config.get("parts"):  # a run combined from runs of its methods and seeds (`lrorder report --combine`)
+        lines += ["Combined from: " + "; ".join(map(_part, config["parts"])), ""]
     if summary is None:
         lines += [f"Status: **unfinished** ({len(records.metrics)} points logged). Continue it "
                   f"with `lrorder run {recipe.name} --out {records.path} --resume`.", ""]
