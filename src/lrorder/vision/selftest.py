@@ -6,8 +6,9 @@ is needed), it checks:
 
 1. the production trainer (`StackedTrainer`) computes what the plain `Trainer`, the oracle of
    the released code's maths, computes: the three methods of cifar-patch (each from its own
-   initial weights, so any cross-talk shows) stacked in one network against three plain
-   trainers, over one step and over a short epoch (a few batches and a partial one, then the
+   initial weights, so any cross-talk shows) stacked in one network (CUDA's grouping), and each
+   in a network of its own (the CPU's), against three plain trainers, over one step and over a
+   short epoch (a few batches and a partial one, then the
    evaluations), in fp32 and in bf16: every model's losses, its weights and its
    BatchNorm statistics (tests/test_vision_fast.py compares the same on the CPU);
 2. on CUDA only: a step captured as a CUDA graph and replayed computes what the eager step
@@ -248,33 +249,40 @@ def _saved_and_loaded(state: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- the checks ---
 
-def check_stacked_vs_plain(size: Size, device: str, precision: Precision, epoch: bool) -> Row:
-    """Check 1: the three methods stacked against three plain trainers, one step or a short epoch."""
+def check_stacked_vs_plain(size: Size, device: str, precision: Precision, epoch: bool,
+                           stacked: bool = True) -> Row:
+    """Check 1: the three methods stacked in one network (CUDA's grouping) or each in a network of
+    its own (`stacked` false: the CPU's) against three plain trainers, one step or a short epoch."""
     what = "a short epoch" if epoch else "one step"
-    check = f"stacked = plain trainer, {what}, {precision}"
+    check = f"{'stacked' if stacked else 'one model'} = plain trainer, {what}, {precision}"
     train, evals = _sets(size, device, size.batches)
     optim = Optimisation(1, size.batch)
+    groups = [list(range(len(METHODS)))] if stacked else [[m] for m in range(len(METHODS))]
     with _kernels(tf32=precision != "fp32"):
         plain = [Trainer(net, method, optim, train, evals, 0, device, precision)
                  for net, method in zip(_models(size, len(METHODS)), METHODS)]
-        stacked = StackedTrainer(_models(size, len(METHODS)), METHODS, optim, train, evals, 0, device,
-                                 precision=precision)
+        nets = _models(size, len(METHODS))
+        ours = [StackedTrainer([nets[m] for m in group], [METHODS[m] for m in group], optim, train, evals,
+                               0, device, precision=precision) for group in groups]
         if epoch:
-            ours = stacked.run_epoch()
+            results = [result for trainer in ours for result in trainer.run_epoch()]
             references = [trainer.run_epoch() for trainer in plain]
             keys = ["train_loss", *(f"{name}_loss" for name in evals)]
-            pairs = [(o.get(k, math.nan), r.get(k, math.nan)) for o, r in zip(ours, references) for k in keys]
-            accuracy = _worst([abs(o.get(k, math.nan) - r.get(k, math.nan)) for o, r in zip(ours, references)
+            pairs = [(o.get(k, math.nan), r.get(k, math.nan))
+                     for o, r in zip(results, references) for k in keys]
+            accuracy = _worst([abs(o.get(k, math.nan) - r.get(k, math.nan))
+                               for o, r in zip(results, references)
                                for k in ("train_acc", *(f"{name}_acc" for name in evals))])
             extra = f"accuracies within {accuracy:.2g} points"
         else:
-            for trainer in (*plain, stacked):
+            for trainer in (*plain, *ours):
                 trainer.model.train()
             x, y = _first_batch(size, device, train)
             sigmas = [m.sigma(1, 0, optim.epochs) for m in METHODS]
-            stacked.optimizer.lr.copy_(torch.tensor([m.lr(1, optim.epochs) for m in METHODS]))
-            stacked.noise.sigma.copy_(torch.tensor(sigmas))
-            out = stacked.step(x, y).cpu()
+            for trainer, group in zip(ours, groups):
+                trainer.optimizer.lr.copy_(torch.tensor([METHODS[m].lr(1, optim.epochs) for m in group]))
+                trainer.noise.sigma.copy_(torch.tensor([sigmas[m] for m in group]))
+            out = torch.cat([trainer.step(x, y).cpu() for trainer in ours], dim=1)  # [loss and hits, model]
             pairs, hits = [], 0
             for m, (trainer, sigma) in enumerate(zip(plain, sigmas)):
                 trainer.model.noise.sigma = sigma
@@ -283,8 +291,9 @@ def check_stacked_vs_plain(size: Size, device: str, precision: Precision, epoch:
                 hits = max(hits, abs(int(out[1, m]) - int(hit)))
             extra = f"hits within {hits} of {size.batch}"
     loss = _worst([_relative(o, r) for o, r in pairs])
-    weights, stats = _weight_and_stats_errors(_cpu_states(stacked.models()),
-                                              _cpu_states([trainer.model.state_dict() for trainer in plain]))
+    weights, stats = _weight_and_stats_errors(
+        _cpu_states([state for trainer in ours for state in trainer.models()]),
+        _cpu_states([trainer.model.state_dict() for trainer in plain]))
     figure = _worst([loss, weights, stats])
     detail = f"loss {_number(loss)}, weights {_number(weights)}, BN stats {_number(stats)}, {extra}"
     return judged(check, figure, "<=", TOLERANCE[(precision, "epoch" if epoch else "step")], detail)
@@ -475,10 +484,13 @@ def run(device: str, quick: bool, out: Path, command: str) -> int:
         print("  the paper's network on a CPU takes tens of minutes; --quick checks the same in seconds")
     print(f"  {'status':<7} {'check':<50} {'figure':>9} {'bound':>10} {'s':>6}  detail")
     checks: list[tuple[Sequence[str], Callable[[], Row | list[Row]]]] = []
-    for precision in ("fp32", "bf16"):
-        for epoch in (False, True):
-            what = f"stacked = plain trainer, {'a short epoch' if epoch else 'one step'}, {precision}"
-            checks.append(((what,), lambda p=precision, e=epoch: check_stacked_vs_plain(size, device, p, e)))
+    for stacked in (True, False):
+        for precision in ("fp32", "bf16"):
+            for epoch in (False, True):
+                what = (f"{'stacked' if stacked else 'one model'} = plain trainer, "
+                        f"{'a short epoch' if epoch else 'one step'}, {precision}")
+                checks.append(((what,), lambda p=precision, e=epoch, s=stacked:
+                               check_stacked_vs_plain(size, device, p, e, s)))
     checks += [
         (GRAPH_CHECKS, lambda: check_cuda_graph(size, device)),
         (("a diverging arm leaves the others untouched",), lambda: check_divergence(size, device)),
