@@ -93,3 +93,10 @@ def test_report_of_one_run_with_out_writes_its_table(two_runs, tmp_path):
 def test_shares_are_written_as_shares(two_runs):
     text = (two_runs[0] / rundir.REPORT).read_text()
     assert "Where both coordinates were sampled (75" in text and "% of draws)" in text
+
+
+def test_a_part_of_a_combined_run_reads_with_its_seeds_and_without_them_as_older_combines_wrote():
+    part = {"dir": "runs/large", "methods": ["large"], "devices": ["cuda", "cpu"], "git_commit": "abc1234"}
+    assert report._part(part) == "`runs/large` (large; cuda -> cpu; commit abc1234)"
+    assert report._part({**part, "seeds": [3, 4], "git_commit": None}) == (
+        "`runs/large` (large; seeds 3, 4; cuda -> cpu; commit unknown)")

@@ -96,6 +96,24 @@ def test_the_seeds_run_apart_and_combined_are_the_run_of_all_seeds(runs):
     assert "seeds 0; " in (out / "report.md").read_text()
 
 
+def test_a_combined_run_combines_again_and_keeps_the_parts_that_trained(runs):
+    """A combine of combines lists the runs that trained (their commits and devices), not the
+    intermediate combine; parts split by seed and by method overlap in one line."""
+    assert run("report", "--combine", runs / "small-both", runs / "small", runs / "small_noise") == 0
+    out = runs / "combined-again"
+    assert run("report", "--combine", out, runs / "small-both", runs / "large") == 0
+    combined, config, _ = read(out)
+    assert combined["metrics"] == read(runs / "whole")[0]["metrics"]
+    assert [(part["dir"], part["methods"], part["seeds"]) for part in config["parts"]] == [
+        (str(runs / arm), [arm], [0, 1]) for arm in ARMS]
+
+
+def test_parts_split_by_seed_and_by_method_that_overlap_are_refused(runs, tmp_path, capsys):
+    assert run("report", "--combine", tmp_path / "out", runs / "seed0", runs / "large") == 2
+    error = capsys.readouterr().err
+    assert "seed 0 of method large is in both" in error and len(error.strip().splitlines()) == 1
+
+
 def test_an_arm_stopped_by_a_time_limit_goes_on_with_its_command_and_resume(runs, tmp_path, monkeypatch):
     """docs/vision.md's jobs: the arm's command, interrupted (`timeout -s INT`), then the same
     command with --resume until complete; the arm is the one run straight, and combines."""

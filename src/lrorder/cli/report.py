@@ -1,5 +1,5 @@
 """`lrorder report DIR...`: re-render run and sweep reports from their records, compare runs,
-export runs to TensorBoard, and combine runs of a recipe's methods run apart into one run."""
+export runs to TensorBoard, and combine runs of a recipe's methods or seeds run apart into one run."""
 
 from __future__ import annotations
 

@@ -48,10 +48,7 @@ def combine(parts: Sequence[Path], out: Path, command: str = "") -> dict[str, An
         "device": first["device"], "config": cfg.as_dict(config), "command": command,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **provenance(),
-        "parts": [{"dir": str(run.path), "methods": run.config["config"]["methods"],
-                   "seeds": run.config["seeds"], "git_commit": run.config.get("git_commit"),
-                   "devices": run.devices,
-                   "started": run.config.get("started")} for run in runs]})
+        "parts": [part for run in runs for part in run.config.get("parts") or [_part(run)]]})
     rundir.write_atomic(out / rundir.METRICS, lambda f: f.writelines(
         json.dumps(rundir.to_json(record), allow_nan=False) + "\n" for record in records))
     summary = summarize(recipe, config, seeds, metrics,
@@ -61,6 +58,13 @@ def combine(parts: Sequence[Path], out: Path, command: str = "") -> dict[str, An
     rundir.write_json(out / rundir.SUMMARY, summary)
     report.render(out)
     return summary
+
+
+def _part(run: rundir.Records) -> dict[str, Any]:
+    """Where a part ran and what: a combined run's own parts stand for it (a combine of combines)."""
+    return {"dir": str(run.path), "methods": run.config["config"]["methods"], "seeds": run.config["seeds"],
+            "git_commit": run.config.get("git_commit"), "devices": run.devices,
+            "started": run.config.get("started")}
 
 
 def _check(recipe: Recipe, runs: Sequence[rundir.Records]) -> tuple[list[str], list[int]]:
@@ -101,5 +105,6 @@ def _check(recipe: Recipe, runs: Sequence[rundir.Records]) -> tuple[list[str], l
         (seed, method), listed = missing[0], ", ".join(map(str, seeds))
         raise UserError(f"no part holds seed {seed} of method {method} ({len(missing)} seed-method pairs "
                         f"missing): the parts must hold every seed ({listed}) of every method "
-                        f"({', '.join(methods)}); run the missing ones with --seeds and --set methods=")
+                        f"({', '.join(methods)}); run it with lrorder run --from {runs[0].path} "
+                        f"--seeds {seed}:{seed + 1} --set methods={method} --out DIR")
     return methods, seeds

@@ -7,10 +7,10 @@ is needed), it checks:
 1. the production trainer (`StackedTrainer`) computes what the plain `Trainer`, the oracle of
    the released code's maths, computes: the three methods of cifar-patch (each from its own
    initial weights, so any cross-talk shows) stacked in one network (CUDA's grouping), and each
-   in a network of its own (the CPU's), against three plain trainers, over one step and over a
-   short epoch (a few batches and a partial one, then the
-   evaluations), in fp32 and in bf16: every model's losses, its weights and its
-   BatchNorm statistics (tests/test_vision_fast.py compares the same on the CPU);
+   in a network of its own (the CPU's, and any arm run apart), against three plain trainers,
+   over one step and over a short epoch (a few batches and a partial one, then the
+   evaluations), in fp32 and in bf16: every model's losses, its weights and its BatchNorm
+   statistics (tests/test_vision_fast.py compares the same on the CPU);
 2. on CUDA only: a step captured as a CUDA graph and replayed computes what the eager step
    computes, and the replays draw new pre-activation noise every step;
 3. a diverging arm (a NaN learning rate) leaves the other arms of its stack as they are without it;
@@ -252,7 +252,8 @@ def _saved_and_loaded(state: Mapping[str, Any]) -> dict[str, Any]:
 def check_stacked_vs_plain(size: Size, device: str, precision: Precision, epoch: bool,
                            stacked: bool = True) -> Row:
     """Check 1: the three methods stacked in one network (CUDA's grouping) or each in a network of
-    its own (`stacked` false: the CPU's) against three plain trainers, one step or a short epoch."""
+    its own (`stacked` false: the CPU's, and any arm run apart) against three plain trainers, one
+    step or a short epoch."""
     what = "a short epoch" if epoch else "one step"
     check = f"{'stacked' if stacked else 'one model'} = plain trainer, {what}, {precision}"
     train, evals = _sets(size, device, size.batches)
