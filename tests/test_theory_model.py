@@ -28,6 +28,19 @@ def setting(structure, dtype=torch.float64):
     return dist, dirs, ex, arch, weights, gen
 
 
+def preact_noise(arch, examples, gen):
+    """Pre-activation noise of every block: one value per neuron shared by the examples
+    (`examples` 1), one per example (n), or none (None)."""
+    if examples is None:
+        return None
+    return [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen, dtype=torch.float64)
+            for b in arch.blocks]
+
+
+def noise_examples(noise_kind, ex):
+    return {"none": None, "per_neuron": 1, "per_example": ex.y.shape[-1]}[noise_kind]
+
+
 def autograd_grad(arch, weights, ex, noise=None):
     leaves = [w.clone().requires_grad_() for w in weights]
     loss = model.logistic(model.output(arch, leaves, ex, noise), ex.y).mean(-1).sum()
@@ -38,11 +51,7 @@ def autograd_grad(arch, weights, ex, noise=None):
 @pytest.mark.parametrize("noise_kind", ["none", "per_neuron", "per_example"])
 def test_hand_gradient_matches_autograd(structure, noise_kind):
     _, _, ex, arch, weights, gen = setting(structure)
-    noise = None
-    if noise_kind != "none":
-        examples = ex.y.shape[-1] if noise_kind == "per_example" else 1
-        noise = [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen, dtype=torch.float64)
-                 for b in arch.blocks]
+    noise = preact_noise(arch, noise_examples(noise_kind, ex), gen)
     _, grads = model.loss_and_grad(arch, weights, ex, noise)
     for mine, reference in zip(grads, autograd_grad(arch, weights, ex, noise)):
         torch.testing.assert_close(mine, reference, rtol=1e-9, atol=1e-12)
@@ -75,11 +84,7 @@ def test_chunks_and_skipped_zero_patches_give_the_dense_output_and_gradient(stru
     monkeypatch.setattr(model, "CHUNK", chunk)
     _, _, ex, arch, weights, gen = setting(structure)
     assert (ex.x1.abs().sum(-1) == 0).any() and (ex.alpha == 0).any()  # there are zero patches
-    noise = None
-    if noise_kind != "none":
-        examples = ex.y.shape[-1] if noise_kind == "per_example" else 1
-        noise = [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen, dtype=torch.float64)
-                 for b in arch.blocks]
+    noise = preact_noise(arch, noise_examples(noise_kind, ex), gen)
     torch.testing.assert_close(model.output(arch, weights, ex, noise), dense_output(arch, weights, ex, noise),
                                rtol=1e-12, atol=1e-12)
     leaves = [w.clone().requires_grad_() for w in weights]
@@ -100,8 +105,7 @@ def test_buffers_kept_across_calls_serve_noise_switched_on_and_off(structure):
     _, _, ex, arch, weights, gen = setting(structure)
     buffers = {}
     for examples in (1, None, ex.y.shape[-1], None, 1):
-        noise = examples and [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen,
-                                                dtype=torch.float64) for b in arch.blocks]
+        noise = preact_noise(arch, examples, gen)
         leaves = [w.clone().requires_grad_() for w in weights]
         loss = model.logistic(dense_output(arch, leaves, ex, noise), ex.y).mean(-1).sum()
         _, grads = model.loss_and_grad(arch, weights, ex, noise, buffers)
@@ -120,8 +124,7 @@ def test_first_block_gradient_from_a_subset_is_that_of_its_examples_alone(struct
     assert not part.valid.all()  # padded: the seeds hold different numbers of such examples
     buffers, n = {}, ex.y.shape[-1]
     for examples in (None, 1, n, None):
-        noise = examples and [0.3 * torch.randn(METHODS, SEEDS, examples, b.width, generator=gen,
-                                                dtype=torch.float64) for b in arch.blocks]
+        noise = preact_noise(arch, examples, gen)
         leaves = [w.clone().requires_grad_() for w in weights]
         per_example = model.logistic(dense_output(arch, leaves, ex, noise), ex.y)
         loss = (per_example * (ex.kind == kind)).sum(-1).sum() / n
@@ -218,8 +221,7 @@ def test_lemma42_vanishes_for_a_linear_g_and_not_for_the_memorizing_pair():
 def test_v_with_shared_noise_on_the_rays_equals_v_on_every_example():
     """The sorted-threshold evaluation of V under per-neuron pre-activation noise is exact."""
     _, _, ex, arch, weights, gen = setting("wv")
-    shared = [0.3 * torch.randn(METHODS, SEEDS, 1, b.width, generator=gen, dtype=torch.float64)
-              for b in arch.blocks]
+    shared = preact_noise(arch, 1, gen)
     per_example = [xi.expand(-1, -1, ex.y.shape[-1], -1) for xi in shared]  # same values, forced per example
     loss_rays, grads_rays = model.loss_and_grad(arch, weights, ex, shared)
     loss_each, grads_each = model.loss_and_grad(arch, weights, ex, per_example)

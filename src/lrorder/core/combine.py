@@ -99,7 +99,8 @@ def _check(recipe: Recipe, runs: Sequence[rundir.Records]) -> tuple[list[str], l
                                 f"{run.path}: combine one run of each seed and method")
             owner[cell] = run.path
     seeds = sorted({seed for seed, _ in owner})
-    methods = [m for m in order if any(m == method for _, method in owner)]
+    chosen = {method for _, method in owner}
+    methods = [m for m in order if m in chosen]
     missing = [cell for cell in itertools.product(seeds, methods) if cell not in owner]
     if missing:
         (seed, method), listed = missing[0], ", ".join(map(str, seeds))
